@@ -1,0 +1,307 @@
+package flows
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Decode decodes node strictly into out (a pointer), recording every problem
+// with its path and line. Fields already set in out are defaults: keys that
+// are absent or null keep them. Struct fields use `yaml:"name"` tags. A whole
+// string value {vault://env/NAME} or {vault://file/PATH} is replaced by the
+// secret. A *yaml.Node field keeps the raw node.
+func (b *Builder) Decode(node *yaml.Node, at Path, out any) {
+	v := reflect.ValueOf(out)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		panic("flows.Decode: out must be a non-nil pointer")
+	}
+	b.decode(node, at, v.Elem())
+}
+
+var nodeType = reflect.TypeOf(yaml.Node{})
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	switch n.Tag {
+	case "!!str":
+		return fmt.Sprintf("string %q", n.Value)
+	case "!!int":
+		return "integer " + n.Value
+	case "!!float":
+		return "number " + n.Value
+	case "!!bool":
+		return "boolean " + n.Value
+	case "!!null":
+		return "null"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+func (b *Builder) decode(n *yaml.Node, at Path, v reflect.Value) {
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	b.mark(at, n)
+	if v.Type() == nodeType {
+		v.Set(reflect.ValueOf(*n))
+		return
+	}
+	if v.Kind() == reflect.Pointer && v.Type().Elem() == nodeType {
+		v.Set(reflect.ValueOf(n))
+		return
+	}
+	isNull := n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+	if isNull {
+		return // null keeps the default (Kong semantics)
+	}
+	if v.CanAddr() {
+		if u, ok := v.Addr().Interface().(yaml.Unmarshaler); ok {
+			if err := u.UnmarshalYAML(n); err != nil {
+				b.Errorf(at, "%v", err)
+			}
+			return
+		}
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		b.decode(n, at, v.Elem())
+	case reflect.Struct:
+		b.decodeStruct(n, at, v)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			b.Errorf(at, "must be a list, got %s", kindName(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			b.decode(c, at.Index(i), s.Index(i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			b.Errorf(at, "must be a mapping, got %s", kindName(n))
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.MakeMap(v.Type()))
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			kp := at.Key(k.Value)
+			if seen[k.Value] {
+				b.errorAt(k.Line, kp, "duplicate key")
+				continue
+			}
+			seen[k.Value] = true
+			ev := reflect.New(v.Type().Elem()).Elem()
+			if val.Kind == yaml.ScalarNode && val.Tag == "!!null" {
+				b.mark(kp, val)
+				v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), ev) // null kept as zero (nil)
+				continue
+			}
+			b.decode(val, kp, ev)
+			v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), ev)
+		}
+	case reflect.Interface:
+		var x any
+		if err := n.Decode(&x); err != nil {
+			b.Errorf(at, "%v", err)
+			return
+		}
+		v.Set(reflect.ValueOf(normalize(x)))
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float") {
+			b.Errorf(at, "must be a string, got %s", kindName(n))
+			return
+		}
+		s, err := b.resolveVault(n.Value)
+		if err != nil {
+			b.Errorf(at, "%v", err)
+			return
+		}
+		if s != n.Value {
+			b.secrets[at] = true
+		}
+		v.SetString(s)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		var i int64
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&i) != nil {
+			b.Errorf(at, "must be an integer, got %s", kindName(n))
+			return
+		}
+		v.SetInt(i)
+	case reflect.Float64:
+		var f float64
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&f) != nil {
+			b.Errorf(at, "must be a number, got %s", kindName(n))
+			return
+		}
+		v.SetFloat(f)
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			b.Errorf(at, "must be a boolean, got %s", kindName(n))
+			return
+		}
+		v.SetBool(n.Value == "true" || n.Value == "True" || n.Value == "TRUE")
+	default:
+		panic("flows.Decode: unsupported kind " + v.Kind().String())
+	}
+}
+
+func (b *Builder) decodeStruct(n *yaml.Node, at Path, v reflect.Value) {
+	if n.Kind != yaml.MappingNode {
+		b.Errorf(at, "must be a mapping, got %s", kindName(n))
+		return
+	}
+	fields := structFields(v.Type())
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		kp := at.Key(k.Value)
+		if seen[k.Value] {
+			b.errorAt(k.Line, kp, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		idx, ok := fields[k.Value]
+		if !ok {
+			b.errorAt(k.Line, kp, "unknown field")
+			continue
+		}
+		b.decode(val, kp, v.FieldByIndex(idx))
+	}
+}
+
+func structFields(t reflect.Type) map[string][]int {
+	m := map[string][]int{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if opts == "inline" {
+			for k, idx := range structFields(f.Type) {
+				m[k] = append([]int{i}, idx...)
+			}
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = []int{i}
+	}
+	return m
+}
+
+// normalize turns yaml's map[string]any trees into JSON-compatible values.
+func normalize(x any) any {
+	switch t := x.(type) {
+	case map[string]any:
+		for k, v := range t {
+			t[k] = normalize(v)
+		}
+		return t
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, v := range t {
+			m[fmt.Sprint(k)] = normalize(v)
+		}
+		return m
+	case []any:
+		for i, v := range t {
+			t[i] = normalize(v)
+		}
+		return t
+	}
+	return x
+}
+
+var vaultRef = regexp.MustCompile(`\{vault://[^}]*\}`)
+
+// resolveVault resolves a whole-value vault reference; other strings pass.
+func (b *Builder) resolveVault(s string) (string, error) {
+	if !strings.Contains(s, "{vault://") {
+		return s, nil
+	}
+	if !strings.HasPrefix(s, "{vault://") || !strings.HasSuffix(s, "}") || vaultRef.FindString(s) != s {
+		return "", fmt.Errorf("a vault reference must be the whole value, got %q", s)
+	}
+	return ResolveVault(s, b.Dir, b.LookupEnv)
+}
+
+// ResolveVault resolves {vault://env/NAME[/KEY]} and {vault://file/PATH}.
+// lookup reads the environment (os.LookupEnv when nil).
+func ResolveVault(ref, dir string, lookup func(string) (string, bool)) (string, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	body := strings.TrimSuffix(strings.TrimPrefix(ref, "{vault://"), "}")
+	kind, rest, _ := strings.Cut(body, "/")
+	switch kind {
+	case "env":
+		name, key, _ := strings.Cut(rest, "/")
+		if name == "" {
+			return "", fmt.Errorf("vault reference %q names no variable", ref)
+		}
+		env := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		val, ok := lookup(env)
+		if !ok {
+			return "", fmt.Errorf("vault reference %q: environment variable %s is not set", ref, env)
+		}
+		if key == "" {
+			return val, nil
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(val), &m); err != nil {
+			return "", fmt.Errorf("vault reference %q: %s is not a JSON object", ref, env)
+		}
+		s, ok := m[key].(string)
+		if !ok {
+			return "", fmt.Errorf("vault reference %q: key %q not found in %s", ref, key, env)
+		}
+		return s, nil
+	case "file":
+		if rest == "" {
+			return "", fmt.Errorf("vault reference %q names no file", ref)
+		}
+		p := rest
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return "", fmt.Errorf("vault reference %q: cannot read file %s", ref, rest)
+		}
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	return "", fmt.Errorf("vault reference %q: unsupported vault %q (sidecall supports env and file)", ref, kind)
+}

@@ -1,0 +1,243 @@
+package flows
+
+import (
+	"context"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// Phase is the Kong phase a plugin runs in.
+type Phase int
+
+const (
+	PhaseAccess Phase = iota
+	PhaseHeaderFilter
+	PhaseBodyFilter
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseAccess:
+		return "access"
+	case PhaseHeaderFilter:
+		return "header_filter"
+	case PhaseBodyFilter:
+		return "body_filter"
+	}
+	return "unknown"
+}
+
+// Request is the client request as the upstream will see it. Read it freely;
+// change it only through the Exchange's Set* methods so the change is sent.
+type Request struct {
+	Method    string
+	Scheme    string
+	Authority string
+	Path      string // without the query
+	RawQuery  string // without the '?'
+	Headers   Headers
+	Body      []byte
+	HasBody   bool // Body holds the whole buffered body
+}
+
+// Response is the upstream (or local) response in the response phases.
+type Response struct {
+	Status  int
+	Headers Headers
+	Body    []byte
+	HasBody bool
+}
+
+// Reply is a response sidecall sends to the client itself.
+type Reply struct {
+	Status  int
+	Headers Headers
+	Body    []byte
+}
+
+// Captures are a regex route's path captures (Kong's uri_captures).
+type Captures struct {
+	Named      map[string]string
+	Positional []string // 1-based in Lua; index 0 here is capture 1
+}
+
+// Exchange is one HTTP request's state: Kong's kong.ctx.shared plus the
+// request/response views and the pending changes. It is owned by the
+// stream's goroutine.
+type Exchange struct {
+	ID         string // request id (Envoy's x-request-id, else generated)
+	Route      *Route // nil when no route matched
+	Captures   Captures
+	Attributes map[string]string // Envoy request attributes, e.g. "source.address"
+	Request    Request
+	Response   Response
+	Shared     map[string]any // kong.ctx.shared
+	Log        *zap.Logger
+	Phase      Phase
+
+	// Reply, once set, ends the pipeline and answers the client.
+	Reply *Reply
+
+	// OriginalBody is the client's body before any plugin changed it.
+	OriginalBody []byte
+
+	reqHeadersChanged  map[string]struct{}
+	respHeadersChanged map[string]struct{}
+	pathChanged        bool
+	methodChanged      bool
+	bodyChanged        bool
+	respBodyChanged    bool
+	statusChanged      bool
+}
+
+// NewExchange returns an Exchange for a request.
+func NewExchange(id string, req Request, log *zap.Logger) *Exchange {
+	if req.Headers == nil {
+		req.Headers = Headers{}
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Exchange{ID: id, Request: req, Shared: map[string]any{}, Log: log, OriginalBody: req.Body}
+}
+
+// SetHeader replaces an upstream request header.
+func (x *Exchange) SetHeader(name, value string) {
+	x.Request.Headers.Set(name, value)
+	x.markReq(name)
+}
+
+// AddHeader adds a value to an upstream request header.
+func (x *Exchange) AddHeader(name, value string) {
+	x.Request.Headers.Add(name, value)
+	x.markReq(name)
+}
+
+// ClearHeader removes an upstream request header.
+func (x *Exchange) ClearHeader(name string) {
+	x.Request.Headers.Del(name)
+	x.markReq(name)
+}
+
+func (x *Exchange) markReq(name string) {
+	if x.reqHeadersChanged == nil {
+		x.reqHeadersChanged = map[string]struct{}{}
+	}
+	x.reqHeadersChanged[strings.ToLower(name)] = struct{}{}
+}
+
+// SetPath changes the upstream path (without the query).
+func (x *Exchange) SetPath(p string) { x.Request.Path = p; x.pathChanged = true }
+
+// SetRawQuery changes the upstream query string (without the '?').
+func (x *Exchange) SetRawQuery(q string) { x.Request.RawQuery = q; x.pathChanged = true }
+
+// SetMethod changes the upstream method.
+func (x *Exchange) SetMethod(m string) { x.Request.Method = strings.ToUpper(m); x.methodChanged = true }
+
+// SetBody replaces the upstream request body.
+func (x *Exchange) SetBody(b []byte) {
+	x.Request.Body = b
+	x.Request.HasBody = true
+	x.bodyChanged = true
+}
+
+// SetResponseHeader replaces a response header sent to the client.
+func (x *Exchange) SetResponseHeader(name, value string) {
+	if x.Reply != nil {
+		x.Reply.Headers.Set(name, value)
+		return
+	}
+	x.Response.Headers.Set(name, value)
+	x.markResp(name)
+}
+
+// AddResponseHeader adds a response header value.
+func (x *Exchange) AddResponseHeader(name, value string) {
+	if x.Reply != nil {
+		x.Reply.Headers.Add(name, value)
+		return
+	}
+	x.Response.Headers.Add(name, value)
+	x.markResp(name)
+}
+
+// ClearResponseHeader removes a response header.
+func (x *Exchange) ClearResponseHeader(name string) {
+	if x.Reply != nil {
+		x.Reply.Headers.Del(name)
+		return
+	}
+	x.Response.Headers.Del(name)
+	x.markResp(name)
+}
+
+func (x *Exchange) markResp(name string) {
+	if x.respHeadersChanged == nil {
+		x.respHeadersChanged = map[string]struct{}{}
+	}
+	x.respHeadersChanged[strings.ToLower(name)] = struct{}{}
+}
+
+// SetResponseStatus changes the status sent to the client.
+func (x *Exchange) SetResponseStatus(code int) { x.Response.Status = code; x.statusChanged = true }
+
+// SetResponseBody replaces the response body sent to the client.
+func (x *Exchange) SetResponseBody(b []byte) {
+	x.Response.Body = b
+	x.Response.HasBody = true
+	x.respBodyChanged = true
+}
+
+// Respond makes sidecall answer the client itself; the pipeline stops.
+func (x *Exchange) Respond(status int, headers Headers, body []byte) {
+	if headers == nil {
+		headers = Headers{}
+	}
+	x.Reply = &Reply{Status: status, Headers: headers, Body: body}
+}
+
+// Changes reports what the plugins changed, for the processor.
+type Changes struct {
+	RequestHeaders  []string // lower-case names set, added or removed
+	ResponseHeaders []string
+	Path            bool // path or query
+	Method          bool
+	Body            bool
+	ResponseBody    bool
+	Status          bool
+}
+
+// Changes returns what changed since the last ResetChanges.
+func (x *Exchange) Changes() Changes {
+	c := Changes{Path: x.pathChanged, Method: x.methodChanged, Body: x.bodyChanged,
+		ResponseBody: x.respBodyChanged, Status: x.statusChanged}
+	for k := range x.reqHeadersChanged {
+		c.RequestHeaders = append(c.RequestHeaders, k)
+	}
+	for k := range x.respHeadersChanged {
+		c.ResponseHeaders = append(c.ResponseHeaders, k)
+	}
+	return c
+}
+
+// ResetChanges forgets recorded changes once they are sent to Envoy.
+func (x *Exchange) ResetChanges() {
+	x.reqHeadersChanged, x.respHeadersChanged = nil, nil
+	x.pathChanged, x.methodChanged, x.bodyChanged = false, false, false
+	x.respBodyChanged, x.statusChanged = false, false
+}
+
+type exchangeKey struct{}
+
+// WithExchange returns ctx carrying x (for code that only has a context).
+func WithExchange(ctx context.Context, x *Exchange) context.Context {
+	return context.WithValue(ctx, exchangeKey{}, x)
+}
+
+// ExchangeFrom returns the Exchange carried by ctx, or nil.
+func ExchangeFrom(ctx context.Context) *Exchange {
+	x, _ := ctx.Value(exchangeKey{}).(*Exchange)
+	return x
+}

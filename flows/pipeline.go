@@ -1,0 +1,105 @@
+package flows
+
+import (
+	"context"
+	"time"
+)
+
+// Instance is a plugin placed in a pipeline, with where it came from.
+type Instance struct {
+	Plugin Plugin
+	Name   string // plugin name
+	Scope  Scope
+	access AccessPlugin
+	header HeaderFilterPlugin
+	body   BodyFilterPlugin
+}
+
+// Pipeline is a route's plugins in run order, compiled once at load.
+type Pipeline struct {
+	Instances []*Instance
+	needs     Needs
+	hasAccess bool
+}
+
+// Observer is told about every plugin call (metrics, logs).
+type Observer func(in *Instance, phase Phase, d time.Duration, err error)
+
+// NewPipeline builds a pipeline from instances already in run order.
+func NewPipeline(ins []*Instance) *Pipeline {
+	p := &Pipeline{Instances: ins}
+	for _, in := range ins {
+		in.access, _ = in.Plugin.(AccessPlugin)
+		in.header, _ = in.Plugin.(HeaderFilterPlugin)
+		in.body, _ = in.Plugin.(BodyFilterPlugin)
+		if nr, ok := in.Plugin.(NeedsReporter); ok {
+			p.needs = p.needs.Or(nr.Needs())
+		}
+		if in.header != nil {
+			p.needs.ResponseHeaders = true
+		}
+		if in.body != nil {
+			p.needs.ResponseHeaders, p.needs.ResponseBody = true, true
+		}
+		if in.access != nil {
+			p.hasAccess = true
+		}
+	}
+	return p
+}
+
+// Needs tells what the processor must ask Envoy for on this pipeline.
+func (p *Pipeline) Needs() Needs {
+	if p == nil {
+		return Needs{}
+	}
+	return p.needs
+}
+
+// Empty tells whether the pipeline has nothing to run.
+func (p *Pipeline) Empty() bool { return p == nil || len(p.Instances) == 0 }
+
+// Run runs the phase's plugins in order. In the access phase it stops at
+// the first error or when a plugin set x.Reply; response phases run every
+// plugin (Kong runs header_filter on local replies too) unless one errs.
+func (p *Pipeline) Run(ctx context.Context, phase Phase, x *Exchange, obs Observer) error {
+	if p == nil {
+		return nil
+	}
+	x.Phase = phase
+	for _, in := range p.Instances {
+		var f func(context.Context, *Exchange) error
+		switch phase {
+		case PhaseAccess:
+			if in.access != nil {
+				f = in.access.Access
+			}
+		case PhaseHeaderFilter:
+			if in.header != nil {
+				f = in.header.HeaderFilter
+			}
+		case PhaseBodyFilter:
+			if in.body != nil {
+				f = in.body.BodyFilter
+			}
+		}
+		if f == nil {
+			continue
+		}
+		var start time.Time
+		if obs != nil {
+			start = time.Now()
+		}
+		err := f(ctx, x)
+		if obs != nil {
+			obs(in, phase, time.Since(start), err)
+		}
+		if err != nil {
+			return err
+		}
+		if phase == PhaseAccess && x.Reply != nil {
+			return nil
+		}
+	}
+	return nil
+}

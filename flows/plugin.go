@@ -1,0 +1,225 @@
+package flows
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+)
+
+// Plugin is one configured plugin instance. Phase methods are optional
+// interfaces: AccessPlugin, HeaderFilterPlugin, BodyFilterPlugin.
+type Plugin interface {
+	Name() string
+	Priority() int
+}
+
+// AccessPlugin runs before the upstream call (request headers, or the
+// buffered request body when Needs.RequestBody).
+type AccessPlugin interface {
+	Access(ctx context.Context, x *Exchange) error
+}
+
+// HeaderFilterPlugin runs on the response headers.
+type HeaderFilterPlugin interface {
+	HeaderFilter(ctx context.Context, x *Exchange) error
+}
+
+// BodyFilterPlugin runs on the buffered response body.
+type BodyFilterPlugin interface {
+	BodyFilter(ctx context.Context, x *Exchange) error
+}
+
+// Needs tells the processor what to ask Envoy for.
+type Needs struct{ RequestBody, ResponseHeaders, ResponseBody bool }
+
+// Or merges two Needs.
+func (n Needs) Or(o Needs) Needs {
+	return Needs{n.RequestBody || o.RequestBody, n.ResponseHeaders || o.ResponseHeaders || o.ResponseBody || n.ResponseBody, n.ResponseBody || o.ResponseBody}
+}
+
+// NeedsReporter is implemented by plugins that need more than request headers.
+type NeedsReporter interface{ Needs() Needs }
+
+// Factory decodes one plugin's raw config strictly (b.Decode), applies
+// defaults, validates (b.Errorf for every problem), and compiles. No network.
+// The returned plugin is discarded if the builder recorded problems.
+type Factory func(b *Builder, raw *yaml.Node, at Path) (Plugin, error)
+
+// PluginType is a registered plugin.
+type PluginType struct {
+	Name     string
+	Priority int
+	New      Factory
+}
+
+// Registry maps plugin names to factories. cmd fills it; flows never
+// imports plugin packages.
+type Registry struct{ types map[string]PluginType }
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{types: map[string]PluginType{}} }
+
+// Register adds a plugin type; registering a name twice panics.
+func (r *Registry) Register(name string, priority int, f Factory) {
+	if _, dup := r.types[name]; dup {
+		panic("flows: plugin registered twice: " + name)
+	}
+	r.types[name] = PluginType{Name: name, Priority: priority, New: f}
+}
+
+// Lookup returns the plugin type for name.
+func (r *Registry) Lookup(name string) (PluginType, bool) { t, ok := r.types[name]; return t, ok }
+
+// Names returns the registered names, sorted.
+func (r *Registry) Names() []string {
+	var ns []string
+	for n := range r.types {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
+
+// Scope says where a plugin instance is configured.
+type Scope struct {
+	Route    string // route name, "" for none
+	Service  string // service name, "" for none
+	PluginID string // the plugin's id, or a stable position-based one
+}
+
+// Builder is handed to every Factory during one config load.
+type Builder struct {
+	File      string
+	Dir       string // for relative {vault://file/...}
+	Log       *zap.Logger
+	Registry  *Registry
+	Resources *Resources
+	Config    *Config // the whole config, for plugins that refer to services
+	Scope     Scope
+	LookupEnv func(string) (string, bool)
+
+	// Subpipeline builds the pipeline of a named service (shared flows).
+	// Set by the loader; nil outside a load.
+	Subpipeline func(service string, at Path) (*Pipeline, error)
+
+	lines    map[Path]int
+	secrets  map[Path]bool
+	problems []FieldError
+	closers  []func()
+	warnings []string
+}
+
+// NewBuilder returns a Builder for file.
+func NewBuilder(file string) *Builder {
+	return &Builder{File: file, Log: zap.NewNop(), lines: map[Path]int{}, secrets: map[Path]bool{}}
+}
+
+func (b *Builder) mark(at Path, n *yaml.Node) {
+	if _, ok := b.lines[at]; !ok {
+		b.lines[at] = n.Line
+	}
+}
+
+// Line returns the line where at (or its nearest parent) was written.
+func (b *Builder) Line(at Path) int {
+	for p := at; ; {
+		if l, ok := b.lines[p]; ok {
+			return l
+		}
+		q := parentPath(p)
+		if q == p {
+			return 0
+		}
+		p = q
+	}
+}
+
+func parentPath(p Path) Path {
+	s := string(p)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '.' || s[i] == '[' {
+			return Path(s[:i])
+		}
+	}
+	return ""
+}
+
+// Errorf records a problem at path at.
+func (b *Builder) Errorf(at Path, format string, args ...any) {
+	b.errorAt(b.Line(at), at, fmt.Sprintf(format, args...))
+}
+
+func (b *Builder) errorAt(line int, at Path, reason string) {
+	b.problems = append(b.problems, FieldError{File: b.File, Line: line, Path: at, Reason: reason})
+}
+
+// Warnf records a warning to log once the load succeeds.
+func (b *Builder) Warnf(format string, args ...any) {
+	b.warnings = append(b.warnings, fmt.Sprintf(format, args...))
+}
+
+// Failed tells whether any problem was recorded.
+func (b *Builder) Failed() bool { return len(b.problems) > 0 }
+
+// Problems returns the recorded problems.
+func (b *Builder) Problems() []FieldError { return b.problems }
+
+// IsSecret tells whether the value at path came from a vault.
+func (b *Builder) IsSecret(at Path) bool { return b.secrets[at] }
+
+// OnClose registers cleanup for when the snapshot built by this load is
+// retired (or the load fails).
+func (b *Builder) OnClose(f func()) { b.closers = append(b.closers, f) }
+
+// Resources holds long-lived clients shared across reloads, keyed by their
+// settings (Kafka producers, Redis clients, HTTP transports).
+type Resources struct {
+	mu sync.Mutex
+	m  map[string]io.Closer
+}
+
+// NewResources returns an empty set.
+func NewResources() *Resources { return &Resources{m: map[string]io.Closer{}} }
+
+// Get returns the resource for key, making it with mk the first time.
+func (r *Resources) Get(key string, mk func() (io.Closer, error)) (io.Closer, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.m[key]; ok {
+		return c, nil
+	}
+	c, err := mk()
+	if err != nil {
+		return nil, err
+	}
+	r.m[key] = c
+	return c, nil
+}
+
+// Each calls f for every resource (for readiness checks).
+func (r *Resources) Each(f func(key string, c io.Closer)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, c := range r.m {
+		f(k, c)
+	}
+}
+
+// Close closes every resource.
+func (r *Resources) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var first error
+	for k, c := range r.m {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(r.m, k)
+	}
+	return first
+}

@@ -1,0 +1,68 @@
+package flows
+
+import (
+	"net/url"
+	"time"
+)
+
+// Service is a compiled Kong service.
+type Service struct {
+	Name   string
+	URL    *url.URL
+	Config *ServiceConfig
+	// Pipeline holds the plugins scoped to this service alone (with globals
+	// excluded): what runs when the service is used as a shared flow.
+	Pipeline *Pipeline
+}
+
+// Route is a compiled Kong route.
+type Route struct {
+	Name     string
+	Service  *Service // nil for a route without a service
+	Config   *RouteConfig
+	Pipeline *Pipeline
+	Index    int // position in file order
+}
+
+// MatchInput is what Kong-style routing looks at.
+type MatchInput struct {
+	Method  string
+	Host    string // :authority without the port
+	Path    string // without the query
+	Headers Headers
+}
+
+// Snapshot is one loaded config: immutable, swapped atomically on reload.
+type Snapshot struct {
+	File     string
+	Loaded   time.Time
+	Routes   []*Route
+	Services map[string]*Service
+	// Global runs for requests that match no route.
+	Global *Pipeline
+	// Redacted is the effective config for /config, secrets hidden.
+	Redacted any
+
+	byName  map[string]*Route
+	router  *Router
+	closers []func()
+}
+
+// RouteByName returns the route with that name, or nil.
+func (s *Snapshot) RouteByName(name string) *Route { return s.byName[name] }
+
+// Match runs Kong-style route matching.
+func (s *Snapshot) Match(in MatchInput) (*Route, Captures, bool) {
+	if s.router == nil {
+		return nil, Captures{}, false
+	}
+	return s.router.Match(in)
+}
+
+// Close releases what the plugins of this snapshot registered with OnClose.
+func (s *Snapshot) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
