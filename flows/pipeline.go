@@ -32,14 +32,17 @@ func NewPipeline(ins []*Instance) *Pipeline {
 		in.access, _ = in.Plugin.(AccessPlugin)
 		in.header, _ = in.Plugin.(HeaderFilterPlugin)
 		in.body, _ = in.Plugin.(BodyFilterPlugin)
+		// A plugin that reports its needs is believed (correlation-id has a
+		// header_filter but needs it only with echo_downstream).
 		if nr, ok := in.Plugin.(NeedsReporter); ok {
 			p.needs = p.needs.Or(nr.Needs())
-		}
-		if in.header != nil {
-			p.needs.ResponseHeaders = true
-		}
-		if in.body != nil {
-			p.needs.ResponseHeaders, p.needs.ResponseBody = true, true
+		} else {
+			if in.header != nil {
+				p.needs.ResponseHeaders = true
+			}
+			if in.body != nil {
+				p.needs.ResponseHeaders, p.needs.ResponseBody = true, true
+			}
 		}
 		if in.access != nil {
 			p.hasAccess = true

@@ -103,9 +103,11 @@ type Builder struct {
 	Scope     Scope
 	LookupEnv func(string) (string, bool)
 
-	// Subpipeline builds the pipeline of a named service (shared flows).
-	// Set by the loader; nil outside a load.
-	Subpipeline func(service string, at Path) (*Pipeline, error)
+	// services are the compiled services of this load; their Pipelines are
+	// filled once every plugin is built, so a shared-flow plugin keeps the
+	// *Service and reads its Pipeline at request time.
+	services  map[string]*Service
+	flowEdges map[string][]flowEdge
 
 	lines    map[Path]int
 	secrets  map[Path]bool
@@ -123,6 +125,31 @@ func (b *Builder) mark(at Path, n *yaml.Node) {
 	if _, ok := b.lines[at]; !ok {
 		b.lines[at] = n.Line
 	}
+}
+
+type flowEdge struct {
+	to string
+	at Path
+}
+
+// SharedFlow returns the service named name for use as a shared flow (its
+// Pipeline is set when the load completes). It records the dependency so
+// the loader can report cycles. A missing service is reported at at.
+func (b *Builder) SharedFlow(name string, at Path) *Service {
+	s := b.services[name]
+	if s == nil {
+		b.Errorf(at, "no service named %q", name)
+		return nil
+	}
+	if b.flowEdges == nil {
+		b.flowEdges = map[string][]flowEdge{}
+	}
+	from := b.Scope.Service
+	if b.Scope.Route != "" && b.Scope.Service == "" {
+		from = "route:" + b.Scope.Route
+	}
+	b.flowEdges[from] = append(b.flowEdges[from], flowEdge{to: name, at: at})
+	return s
 }
 
 // Line returns the line where at (or its nearest parent) was written.

@@ -1,0 +1,688 @@
+package flows
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+)
+
+// LoadOptions are what a load needs besides the file.
+type LoadOptions struct {
+	Registry  *Registry
+	Resources *Resources // nil: a fresh set (validate, tests)
+	Log       *zap.Logger
+	LookupEnv func(string) (string, bool)
+}
+
+// LoadFile reads and loads a config file.
+func LoadFile(file string, o LoadOptions) (*Snapshot, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &ConfigError{Problems: []FieldError{{File: file, Path: "", Reason: "cannot read file: " + errors.Unwrap(err).Error()}}}
+	}
+	return Load(file, data, o)
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// Load decodes, validates and compiles a config. It returns a *ConfigError
+// listing every problem, or a Snapshot ready to serve.
+func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
+	if o.Registry == nil {
+		o.Registry = NewRegistry()
+	}
+	if o.Resources == nil {
+		o.Resources = NewResources()
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	b := NewBuilder(file)
+	b.Dir = filepath.Dir(file)
+	b.Log = o.Log
+	b.Registry = o.Registry
+	b.Resources = o.Resources
+	b.LookupEnv = o.LookupEnv
+	if b.LookupEnv == nil {
+		b.LookupEnv = os.LookupEnv
+	}
+
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		line := 0
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			line, _ = strconv.Atoi(m[1])
+		}
+		reason := strings.TrimPrefix(err.Error(), "yaml: ")
+		reason = yamlLine.ReplaceAllString(reason, "")
+		reason = strings.TrimLeft(reason, ": ")
+		return nil, &ConfigError{Problems: []FieldError{{File: file, Line: line, Path: "", Reason: "invalid YAML: " + reason}}}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind == 0 {
+		return nil, &ConfigError{Problems: []FieldError{{File: file, Line: 1, Reason: "empty config"}}}
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, &ConfigError{Problems: []FieldError{{File: file, Line: root.Line, Reason: "must be a mapping with services, routes and plugins"}}}
+	}
+	redacted := redact(root)
+	root = dropIgnored(b, root)
+
+	var cfg Config
+	b.Decode(root, "", &cfg)
+	s := build(b, &cfg)
+	if b.Failed() {
+		for _, c := range b.closers {
+			c()
+		}
+		ce := &ConfigError{Problems: b.problems}
+		ce.sort()
+		return nil, ce
+	}
+	for _, w := range b.warnings {
+		o.Log.Warn(w, zap.String("file", file))
+	}
+	s.File = file
+	s.Loaded = time.Now()
+	s.Redacted = redacted
+	s.closers = b.closers
+	return s, nil
+}
+
+func dropIgnored(b *Builder, root *yaml.Node) *yaml.Node {
+	out := *root
+	out.Content = nil
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k := root.Content[i].Value
+		ignored := false
+		for _, s := range ignoredSections {
+			if k == s {
+				ignored = true
+			}
+		}
+		if ignored {
+			b.Warnf("section %q is ignored: sidecall does not use Kong %s", k, k)
+			continue
+		}
+		out.Content = append(out.Content, root.Content[i], root.Content[i+1])
+	}
+	return &out
+}
+
+type routeAt struct {
+	r  *Route
+	at Path
+}
+
+type pluginAt struct {
+	cfg      *PluginConfig
+	at       Path
+	route    string // scope
+	service  string
+	order    int
+	instance *Instance
+	priority int
+}
+
+func boolOr(p *bool, d bool) bool {
+	if p == nil {
+		return d
+	}
+	return *p
+}
+
+func build(b *Builder, cfg *Config) *Snapshot {
+	switch cfg.FormatVersion {
+	case "", "1.1", "2.1", "3.0":
+	default:
+		b.Errorf("_format_version", "unsupported format version %q (want \"3.0\")", cfg.FormatVersion)
+	}
+	s := &Snapshot{Services: map[string]*Service{}, byName: map[string]*Route{}}
+	b.services = s.Services
+	b.Config = cfg
+
+	// Services.
+	for i := range cfg.Services {
+		sc := &cfg.Services[i]
+		at := Path("services").Index(i)
+		if sc.Name == "" {
+			b.Errorf(at, "service needs a name")
+			continue
+		}
+		if _, dup := s.Services[sc.Name]; dup {
+			b.Errorf(at.Key("name"), "duplicate service name %q", sc.Name)
+			continue
+		}
+		u := serviceURL(b, sc, at)
+		s.Services[sc.Name] = &Service{Name: sc.Name, URL: u, Config: sc}
+	}
+
+	// Routes, nested and top-level.
+	var routes []routeAt
+	addRoute := func(rc *RouteConfig, svc *Service, at Path) {
+		if rc.Name == "" {
+			b.Errorf(at, "route needs a name (Envoy selects routes by name)")
+			return
+		}
+		if _, dup := s.byName[rc.Name]; dup {
+			b.Errorf(at.Key("name"), "duplicate route name %q", rc.Name)
+			return
+		}
+		for j, m := range rc.Methods {
+			if !validMethod(m) {
+				b.Errorf(at.Key("methods").Index(j), "invalid method %q", m)
+			}
+		}
+		for j, p := range rc.Protocols {
+			if p != "http" && p != "https" && p != "grpc" && p != "grpcs" {
+				b.Errorf(at.Key("protocols").Index(j), "unsupported protocol %q (sidecall serves http, https, grpc, grpcs)", p)
+			}
+		}
+		r := &Route{Name: rc.Name, Service: svc, Config: rc, Index: len(routes)}
+		s.byName[rc.Name] = r
+		routes = append(routes, routeAt{r, at})
+	}
+	for i := range cfg.Services {
+		sc := &cfg.Services[i]
+		for j := range sc.Routes {
+			at := Path("services").Index(i).Key("routes").Index(j)
+			if sc.Routes[j].Service != nil {
+				b.Errorf(at.Key("service"), "a route nested in a service cannot name another service")
+			}
+			addRoute(&sc.Routes[j], s.Services[sc.Name], at)
+		}
+	}
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		at := Path("routes").Index(i)
+		var svc *Service
+		if rc.Service != nil {
+			svc = s.Services[rc.Service.Name]
+			if svc == nil {
+				b.Errorf(at.Key("service"), "no service named %q", rc.Service.Name)
+			}
+		}
+		addRoute(rc, svc, at)
+	}
+
+	// Plugins with their scope.
+	var plugins []*pluginAt
+	add := func(pc *PluginConfig, at Path, route, service string) {
+		plugins = append(plugins, &pluginAt{cfg: pc, at: at, route: route, service: service, order: len(plugins)})
+	}
+	for i := range cfg.Plugins {
+		pc := &cfg.Plugins[i]
+		at := Path("plugins").Index(i)
+		route, service := "", ""
+		if pc.Route != nil {
+			route = pc.Route.Name
+			if s.byName[route] == nil {
+				b.Errorf(at.Key("route"), "no route named %q", route)
+				continue
+			}
+		}
+		if pc.Service != nil {
+			service = pc.Service.Name
+			if s.Services[service] == nil {
+				b.Errorf(at.Key("service"), "no service named %q", service)
+				continue
+			}
+		}
+		add(pc, at, route, service)
+	}
+	for i := range cfg.Services {
+		sc := &cfg.Services[i]
+		for j := range sc.Plugins {
+			at := Path("services").Index(i).Key("plugins").Index(j)
+			if sc.Plugins[j].Service != nil || sc.Plugins[j].Route != nil {
+				b.Errorf(at, "a plugin nested in a service cannot name a route or service")
+			}
+			add(&sc.Plugins[j], at, "", sc.Name)
+		}
+		for j := range sc.Routes {
+			for k := range sc.Routes[j].Plugins {
+				at := Path("services").Index(i).Key("routes").Index(j).Key("plugins").Index(k)
+				add(&sc.Routes[j].Plugins[k], at, sc.Routes[j].Name, "")
+			}
+		}
+	}
+	for i := range cfg.Routes {
+		for k := range cfg.Routes[i].Plugins {
+			at := Path("routes").Index(i).Key("plugins").Index(k)
+			add(&cfg.Routes[i].Plugins[k], at, cfg.Routes[i].Name, "")
+		}
+	}
+
+	// Build each enabled plugin once.
+	type scopeKey struct{ name, route, service string }
+	seen := map[scopeKey]Path{}
+	var active []*pluginAt
+	for _, p := range plugins {
+		pc := p.cfg
+		if pc.Name == "" {
+			b.Errorf(p.at, "plugin needs a name")
+			continue
+		}
+		if pc.Consumer != nil {
+			b.Errorf(p.at.Key("consumer"), "consumer-scoped plugins are not supported: sidecall has no consumers")
+			continue
+		}
+		typ, known := b.Registry.Lookup(pc.Name)
+		if !boolOr(pc.Enabled, true) {
+			continue
+		}
+		if !known {
+			b.Errorf(p.at.Key("name"), "unknown plugin %q (sidecall has: %s); set enabled: false to keep it in the file", pc.Name, strings.Join(b.Registry.Names(), ", "))
+			continue
+		}
+		k := scopeKey{pc.Name, p.route, p.service}
+		if prev, dup := seen[k]; dup {
+			b.Errorf(p.at, "plugin %q is configured twice for the same scope (also at %s)", pc.Name, prev)
+			continue
+		}
+		seen[k] = p.at
+		id := pc.ID
+		if id == "" {
+			id = string(p.at)
+		}
+		b.Scope = Scope{Route: p.route, Service: p.service, PluginID: id}
+		raw := pc.Config
+		if raw == nil {
+			raw = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		}
+		before := len(b.problems)
+		plug, err := typ.New(b, raw, p.at.Key("config"))
+		b.Scope = Scope{}
+		if err != nil {
+			b.Errorf(p.at.Key("config"), "%v", err)
+			continue
+		}
+		if len(b.problems) > before || plug == nil {
+			continue
+		}
+		p.priority = typ.Priority
+		p.instance = &Instance{Plugin: plug, Name: pc.Name, Scope: Scope{Route: p.route, Service: p.service, PluginID: id}}
+		active = append(active, p)
+	}
+	checkOrdering(b, active)
+	checkFlowCycles(b)
+
+	// Pipelines: per route, the most specific instance of each plugin name.
+	for _, ra := range routes {
+		svc := ""
+		if ra.r.Service != nil {
+			svc = ra.r.Service.Name
+		}
+		ra.r.Pipeline = assemble(b, active, func(p *pluginAt) int {
+			switch {
+			case p.route == ra.r.Name && p.service == svc && svc != "":
+				return 4
+			case p.route == ra.r.Name && p.service == "":
+				return 3
+			case p.route == "" && p.service == svc && svc != "":
+				return 2
+			case p.route == "" && p.service == "":
+				return 1
+			}
+			return 0
+		})
+		s.Routes = append(s.Routes, ra.r)
+	}
+	s.Global = assemble(b, active, func(p *pluginAt) int {
+		if p.route == "" && p.service == "" {
+			return 1
+		}
+		return 0
+	})
+	for name, svc := range s.Services {
+		svc.Pipeline = assemble(b, active, func(p *pluginAt) int {
+			if p.route == "" && p.service == name {
+				return 1
+			}
+			return 0
+		})
+	}
+	rs := make([]*Route, len(routes))
+	ps := make([]Path, len(routes))
+	for i, ra := range routes {
+		rs[i], ps[i] = ra.r, ra.at
+	}
+	s.router = NewRouter(b, rs, ps)
+	return s
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+func serviceURL(b *Builder, sc *ServiceConfig, at Path) *url.URL {
+	if sc.Retries == 0 && !b.present(at.Key("retries")) {
+		sc.Retries = 5
+	}
+	for _, f := range []struct {
+		v    *int
+		name string
+	}{{&sc.ConnectTimeout, "connect_timeout"}, {&sc.ReadTimeout, "read_timeout"}, {&sc.WriteTimeout, "write_timeout"}} {
+		if !b.present(at.Key(f.name)) {
+			*f.v = 60000
+		} else if *f.v < 1 || *f.v > 2147483646 {
+			b.Errorf(at.Key(f.name), "must be between 1 and 2147483646 milliseconds, got %d", *f.v)
+		}
+	}
+	if sc.Retries < 0 || sc.Retries > 32767 {
+		b.Errorf(at.Key("retries"), "must be between 0 and 32767, got %d", sc.Retries)
+	}
+	if sc.URL != "" {
+		if sc.Host != "" || sc.Protocol != "" || sc.Port != 0 || sc.Path != "" {
+			b.Errorf(at.Key("url"), "url is a shorthand for protocol, host, port and path: set either url or those")
+		}
+		u, err := url.Parse(sc.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			b.Errorf(at.Key("url"), "must be an absolute http(s) URL, got %q", sc.URL)
+			return nil
+		}
+		return u
+	}
+	if sc.Host == "" {
+		b.Errorf(at, "service needs url or host")
+		return nil
+	}
+	proto := sc.Protocol
+	if proto == "" {
+		proto = "http"
+	}
+	if proto != "http" && proto != "https" {
+		b.Errorf(at.Key("protocol"), "unsupported protocol %q (want http or https)", proto)
+		return nil
+	}
+	host := sc.Host
+	if sc.Port != 0 {
+		if sc.Port < 0 || sc.Port > 65535 {
+			b.Errorf(at.Key("port"), "must be between 0 and 65535, got %d", sc.Port)
+		}
+		host += ":" + strconv.Itoa(sc.Port)
+	}
+	if sc.Path != "" && !strings.HasPrefix(sc.Path, "/") {
+		b.Errorf(at.Key("path"), "must start with /, got %q", sc.Path)
+	}
+	return &url.URL{Scheme: proto, Host: host, Path: sc.Path}
+}
+
+// present tells whether the config wrote a value at path.
+func (b *Builder) present(at Path) bool { _, ok := b.lines[at]; return ok }
+
+// assemble picks, for each plugin name, the instance with the highest
+// specificity (0 = not applicable), then orders by priority and ordering.
+func assemble(b *Builder, active []*pluginAt, spec func(*pluginAt) int) *Pipeline {
+	best := map[string]*pluginAt{}
+	bestSpec := map[string]int{}
+	for _, p := range active {
+		sp := spec(p)
+		if sp == 0 {
+			continue
+		}
+		if sp > bestSpec[p.cfg.Name] {
+			best[p.cfg.Name], bestSpec[p.cfg.Name] = p, sp
+		}
+	}
+	list := make([]*pluginAt, 0, len(best))
+	for _, p := range best {
+		list = append(list, p)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].priority != list[j].priority {
+			return list[i].priority > list[j].priority
+		}
+		return list[i].order < list[j].order
+	})
+	list = applyOrdering(list)
+	ins := make([]*Instance, len(list))
+	for i, p := range list {
+		ins[i] = p.instance
+	}
+	return NewPipeline(ins)
+}
+
+// applyOrdering honours Kong's ordering.before/after.access: a stable
+// topological sort that keeps priority order where ordering is silent.
+func applyOrdering(list []*pluginAt) []*pluginAt {
+	idx := map[string]int{}
+	for i, p := range list {
+		idx[p.cfg.Name] = i
+	}
+	n := len(list)
+	after := make([][]int, n) // after[i] = nodes that must come after i
+	indeg := make([]int, n)
+	any := false
+	for i, p := range list {
+		if p.cfg.Ordering == nil {
+			continue
+		}
+		for _, name := range p.cfg.Ordering.Before["access"] {
+			if j, ok := idx[name]; ok {
+				after[i] = append(after[i], j)
+				indeg[j]++
+				any = true
+			}
+		}
+		for _, name := range p.cfg.Ordering.After["access"] {
+			if j, ok := idx[name]; ok {
+				after[j] = append(after[j], i)
+				indeg[i]++
+				any = true
+			}
+		}
+	}
+	if !any {
+		return list
+	}
+	out := make([]*pluginAt, 0, n)
+	done := make([]bool, n)
+	for len(out) < n {
+		picked := -1
+		for i := 0; i < n; i++ {
+			if !done[i] && indeg[i] == 0 {
+				picked = i
+				break
+			}
+		}
+		if picked < 0 { // cycle: reported by checkOrdering; keep priority order
+			return list
+		}
+		done[picked] = true
+		out = append(out, list[picked])
+		for _, j := range after[picked] {
+			indeg[j]--
+		}
+	}
+	return out
+}
+
+func checkOrdering(b *Builder, active []*pluginAt) {
+	edges := map[string][]string{}
+	for _, p := range active {
+		o := p.cfg.Ordering
+		if o == nil {
+			continue
+		}
+		at := p.at.Key("ordering")
+		for dir, m := range map[string]map[string][]string{"before": o.Before, "after": o.After} {
+			for phase, names := range m {
+				if phase != "access" {
+					b.Errorf(at.Key(dir).Key(phase), "ordering is only supported for the access phase, got %q", phase)
+					continue
+				}
+				for i, name := range names {
+					if _, ok := b.Registry.Lookup(name); !ok {
+						b.Errorf(at.Key(dir).Key(phase).Index(i), "unknown plugin %q", name)
+						continue
+					}
+					if name == p.cfg.Name {
+						b.Errorf(at.Key(dir).Key(phase).Index(i), "a plugin cannot be ordered against itself")
+						continue
+					}
+					if dir == "before" {
+						edges[p.cfg.Name] = append(edges[p.cfg.Name], name)
+					} else {
+						edges[name] = append(edges[name], p.cfg.Name)
+					}
+				}
+			}
+		}
+	}
+	if cyc := findCycle(edges); cyc != nil {
+		for _, p := range active {
+			if p.cfg.Ordering != nil && p.cfg.Name == cyc[0] {
+				b.Errorf(p.at.Key("ordering"), "ordering cycle: %s", strings.Join(cyc, " -> "))
+				return
+			}
+		}
+	}
+}
+
+func checkFlowCycles(b *Builder) {
+	edges := map[string][]string{}
+	where := map[string]Path{}
+	for from, es := range b.flowEdges {
+		for _, e := range es {
+			edges[from] = append(edges[from], e.to)
+			if _, ok := where[from]; !ok {
+				where[from] = e.at
+			}
+		}
+	}
+	if cyc := findCycle(edges); cyc != nil {
+		b.Errorf(where[cyc[0]], "shared flow cycle: %s", strings.Join(cyc, " -> "))
+	}
+	// Depth: longest chain of shared flows.
+	var depth func(n string, seen map[string]bool) int
+	depth = func(n string, seen map[string]bool) int {
+		if seen[n] {
+			return 0
+		}
+		seen[n] = true
+		d := 0
+		for _, m := range edges[n] {
+			if x := depth(m, seen) + 1; x > d {
+				d = x
+			}
+		}
+		delete(seen, n)
+		return d
+	}
+	if cyc := findCycle(edges); cyc == nil {
+		for from := range edges {
+			if d := depth(from, map[string]bool{}); d > 8 {
+				b.Errorf(where[from], "shared flows nest %d deep; the limit is 8", d)
+				break
+			}
+		}
+	}
+}
+
+// findCycle returns one cycle (first node repeated at the end), or nil.
+func findCycle(edges map[string][]string) []string {
+	keys := make([]string, 0, len(edges))
+	for k := range edges {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	state := map[string]int{}
+	var stack []string
+	var visit func(n string) []string
+	visit = func(n string) []string {
+		state[n] = 1
+		stack = append(stack, n)
+		for _, m := range edges[n] {
+			if state[m] == 1 {
+				for i, s := range stack {
+					if s == m {
+						return append(append([]string{}, stack[i:]...), m)
+					}
+				}
+			}
+			if state[m] == 0 {
+				if c := visit(m); c != nil {
+					return c
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[n] = 2
+		return nil
+	}
+	for _, k := range keys {
+		if state[k] == 0 {
+			if c := visit(k); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+var secretKey = regexp.MustCompile(`(?i)(password|passwd|secret|token|api_?key|credential|private_key|authorization)`)
+
+// redact turns the raw config into JSON-able data with secrets hidden:
+// vault references stay as written, and values under secret-looking keys
+// are replaced.
+func redact(n *yaml.Node) any {
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			v := n.Content[i+1]
+			if secretKey.MatchString(k) && v.Kind == yaml.ScalarNode && !strings.HasPrefix(v.Value, "{vault://") && v.Tag != "!!null" && v.Tag != "!!bool" {
+				m[k] = "<redacted>"
+				continue
+			}
+			m[k] = redact(v)
+		}
+		return m
+	case yaml.SequenceNode:
+		l := make([]any, len(n.Content))
+		for i, c := range n.Content {
+			l[i] = redact(c)
+		}
+		return l
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			return redact(n.Alias)
+		}
+		return nil
+	case yaml.ScalarNode:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return n.Value
+		}
+		return normalize(v)
+	}
+	return nil
+}
+
+// String of a snapshot, for logs.
+func (s *Snapshot) String() string {
+	return fmt.Sprintf("%d services, %d routes", len(s.Services), len(s.Routes))
+}
