@@ -1,0 +1,155 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// Options configure a Server.
+type Options struct {
+	Holder         *Holder
+	Log            *zap.Logger
+	Metrics        *Metrics
+	MaxRecvMsgSize int // default 8 MiB
+}
+
+// Server is the ext_proc gRPC service.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	holder  *Holder
+	log     *zap.Logger
+	metrics *Metrics
+	maxRecv int
+	health  *health.Server
+	wg      sync.WaitGroup
+}
+
+// New returns a Server. It serves the Holder's current snapshot.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	if o.MaxRecvMsgSize <= 0 {
+		o.MaxRecvMsgSize = 8 << 20
+	}
+	if o.Holder == nil {
+		o.Holder = &Holder{}
+	}
+	return &Server{holder: o.Holder, log: o.Log, metrics: o.Metrics, maxRecv: o.MaxRecvMsgSize, health: health.NewServer()}
+}
+
+// GRPCServer returns a grpc.Server with the ext_proc and health services.
+// Keepalive enforcement is relaxed so Envoy's HTTP/2 pings (as often as
+// every few seconds) never draw a GOAWAY too_many_pings.
+func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(s.maxRecv),
+		grpc.MaxSendMsgSize(s.maxRecv),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}, extra...)
+	g := grpc.NewServer(opts...)
+	extprocv3.RegisterExternalProcessorServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return g
+}
+
+// SetServing flips the gRPC health status (NOT_SERVING while draining).
+func (s *Server) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_SERVING
+	if !ok {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, st)
+}
+
+// Wait blocks until every open stream has finished or ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Listen opens a TCP address or unix:///path.sock.
+func Listen(addr string) (net.Listener, error) {
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(p) // a stale socket from a previous run
+		}
+		return net.Listen("unix", p)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// Process handles one ext_proc stream (one HTTP request).
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	h := s.holder.acquire()
+	if h == nil {
+		return status.Error(codes.Unavailable, "no config loaded")
+	}
+	defer h.release()
+	s.metrics.active.Inc()
+	defer s.metrics.active.Dec()
+	start := time.Now()
+	st := newStream(s, h.snap, stream.Context())
+	defer func() { s.metrics.streamDur.Observe(time.Since(start).Seconds()) }()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || stream.Context().Err() != nil {
+				return nil
+			}
+			s.metrics.streamErrors.WithLabelValues("recv").Inc()
+			return err
+		}
+		resp, err := st.handle(req)
+		if err != nil {
+			s.metrics.streamErrors.WithLabelValues("protocol").Inc()
+			s.log.Warn("ending stream on protocol fault", zap.Error(err), zap.String("request_id", st.id()))
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			if status.Code(err) == codes.Canceled || stream.Context().Err() != nil {
+				return nil
+			}
+			s.metrics.streamErrors.WithLabelValues("send").Inc()
+			return err
+		}
+		if st.finished() {
+			return nil
+		}
+	}
+}
+
+func protocolFault(format string, args ...any) error {
+	return status.Error(codes.FailedPrecondition, fmt.Sprintf(format, args...))
+}

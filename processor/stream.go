@@ -1,0 +1,581 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sidecall/sidecall/flows"
+)
+
+// RouteMetadataKey is the gRPC initial metadata naming the route
+// (Envoy per-route grpc_initial_metadata).
+const RouteMetadataKey = "x-sidecall-route"
+
+const attrNamespace = "envoy.filters.http.ext_proc"
+
+// stream is one ext_proc stream's state, owned by its goroutine.
+type stream struct {
+	srv   *Server
+	snap  *flows.Snapshot
+	ctx   context.Context
+	x     *flows.Exchange
+	pipe  *flows.Pipeline
+	route string // metrics label
+	needs flows.Needs
+	obs   flows.Observer
+
+	reqHeaders, reqDone   bool
+	respHeaders, respDone bool
+	wantReqBody           bool
+	wantRespBody          bool
+	reqBuf, respBuf       []byte
+	done                  bool
+}
+
+func newStream(s *Server, snap *flows.Snapshot, ctx context.Context) *stream {
+	return &stream{srv: s, snap: snap, ctx: ctx}
+}
+
+func (st *stream) finished() bool { return st.done }
+
+func (st *stream) id() string {
+	if st.x == nil {
+		return ""
+	}
+	return st.x.ID
+}
+
+// handle answers one message. A non-nil error is a protocol fault.
+func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.ProcessingResponse, err error) {
+	start := time.Now()
+	phase := -1
+	defer func() {
+		if r := recover(); r != nil {
+			st.srv.metrics.panics.Inc()
+			st.srv.log.Error("panic while handling a message", zap.Any("panic", r),
+				zap.String("request_id", st.id()), zap.ByteString("stack", debug.Stack()))
+			resp, err = st.errorReply(&flows.HTTPError{Status: 500, Message: "internal error"}, false), nil
+			st.done = true
+		}
+		if phase >= 0 {
+			st.srv.metrics.phaseObs[phase].Observe(time.Since(start).Seconds())
+		}
+	}()
+	switch r := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		phase = 0
+		if st.reqHeaders || st.respHeaders || st.reqDone {
+			return nil, protocolFault("request_headers out of order")
+		}
+		st.reqHeaders = true
+		st.begin(req, r.RequestHeaders.GetHeaders())
+		return st.onRequestHeaders(r.RequestHeaders.GetEndOfStream()), nil
+	case *extprocv3.ProcessingRequest_RequestBody:
+		phase = 1
+		if st.reqDone || st.respHeaders {
+			return nil, protocolFault("request_body after the request ended")
+		}
+		if st.x == nil {
+			st.begin(req, nil)
+		}
+		return st.onRequestBody(r.RequestBody), nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if st.reqDone && !st.wantReqBody {
+			return nil, protocolFault("request_trailers after the request ended")
+		}
+		if st.x == nil {
+			st.begin(req, nil)
+		}
+		return st.onRequestTrailers(), nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		phase = 2
+		if st.respHeaders {
+			return nil, protocolFault("response_headers received twice")
+		}
+		st.respHeaders, st.reqDone = true, true
+		if st.x == nil {
+			st.begin(req, nil)
+		}
+		return st.onResponseHeaders(r.ResponseHeaders), nil
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		phase = 3
+		if st.respDone {
+			return nil, protocolFault("response_body after the response ended")
+		}
+		if st.x == nil {
+			st.begin(req, nil)
+		}
+		return st.onResponseBody(r.ResponseBody), nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		st.respDone, st.done = true, true
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
+	default:
+		return nil, protocolFault("message with no request set")
+	}
+}
+
+// begin builds the Exchange from the first message and selects the route.
+func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) {
+	r := flows.Request{Headers: make(flows.Headers, len(hm.GetHeaders()))}
+	for _, h := range hm.GetHeaders() {
+		v := string(h.GetRawValue())
+		if v == "" {
+			v = h.GetValue()
+		}
+		k := strings.ToLower(h.GetKey())
+		switch k {
+		case ":method":
+			r.Method = v
+		case ":path":
+			r.Path, r.RawQuery, _ = strings.Cut(v, "?")
+		case ":scheme":
+			r.Scheme = v
+		case ":authority":
+			r.Authority = v
+		default:
+			if !strings.HasPrefix(k, ":") {
+				r.Headers[k] = append(r.Headers[k], v)
+			}
+		}
+	}
+	if r.Authority == "" {
+		r.Authority = r.Headers.Get("host")
+	}
+	st.x = flows.NewExchange(r.Headers.Get("x-request-id"), r, st.srv.log)
+	if a := req.GetAttributes()[attrNamespace]; a != nil {
+		st.x.Attributes = make(map[string]string, len(a.GetFields()))
+		for k, v := range a.GetFields() {
+			st.x.Attributes[k] = attrString(v)
+		}
+	}
+	route, caps := st.selectRoute(req)
+	if route != nil {
+		st.x.Route = route
+		st.x.Captures = caps
+		st.pipe = route.Pipeline
+		st.route = route.Name
+	} else {
+		st.pipe = st.snap.Global
+	}
+	st.needs = st.pipe.Needs()
+	st.srv.metrics.routeStream(st.route).Inc()
+	if !st.pipe.Empty() {
+		st.obs = st.srv.metrics.observer(st.route)
+		if st.x.ID != "" {
+			st.x.Log = st.srv.log.With(zap.String("request_id", st.x.ID))
+		}
+	}
+}
+
+func attrString(v *structpb.Value) string {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		return k.StringValue
+	case *structpb.Value_NumberValue:
+		return strconv.FormatFloat(k.NumberValue, 'f', -1, 64)
+	case *structpb.Value_BoolValue:
+		return strconv.FormatBool(k.BoolValue)
+	}
+	b, _ := json.Marshal(v.AsInterface())
+	return string(b)
+}
+
+// selectRoute applies contract §3 in order.
+func (st *stream) selectRoute(req *extprocv3.ProcessingRequest) (*flows.Route, flows.Captures) {
+	if name := st.x.Attributes["xds.route_name"]; name != "" {
+		if r := st.snap.RouteByName(name); r != nil {
+			return r, flows.Captures{}
+		}
+	}
+	if md, ok := metadata.FromIncomingContext(st.ctx); ok {
+		if v := md.Get(RouteMetadataKey); len(v) > 0 {
+			if r := st.snap.RouteByName(v[0]); r != nil {
+				return r, flows.Captures{}
+			}
+		}
+	}
+	if ns := req.GetMetadataContext().GetFilterMetadata()["sidecall"]; ns != nil {
+		if r := st.snap.RouteByName(ns.GetFields()["route"].GetStringValue()); r != nil {
+			return r, flows.Captures{}
+		}
+	}
+	host := st.x.Request.Authority
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	r, caps, ok := st.snap.Match(flows.MatchInput{Method: st.x.Request.Method, Host: host,
+		Path: st.x.Request.Path, Headers: st.x.Request.Headers})
+	if !ok {
+		return nil, flows.Captures{}
+	}
+	return r, caps
+}
+
+func (st *stream) run(phase flows.Phase) error {
+	ctx := flows.WithExchange(st.ctx, st.x)
+	return st.pipe.Run(ctx, phase, st.x, st.obs)
+}
+
+func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
+	st.wantReqBody = st.needs.RequestBody && !eos
+	if eos {
+		st.reqDone = true
+	}
+	mode := modeOverride(st.wantReqBody, st.needs.ResponseHeaders, st.needs.ResponseBody)
+	if st.wantReqBody {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{}}, ModeOverride: mode}
+	}
+	if err := st.run(flows.PhaseAccess); err != nil {
+		return st.errorReply(err, true)
+	}
+	if st.x.Reply != nil {
+		return st.localReply(true)
+	}
+	common, err := st.requestMutation(false)
+	if err != nil {
+		return st.errorReply(err, true)
+	}
+	st.done = !st.needs.ResponseHeaders
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}, ModeOverride: mode}
+}
+
+func (st *stream) onRequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	empty := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+		RequestBody: &extprocv3.BodyResponse{}}}
+	if !st.wantReqBody {
+		if b.GetEndOfStream() {
+			st.reqDone = true
+		}
+		return empty
+	}
+	st.reqBuf = append(st.reqBuf, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return empty // trailers follow; access runs on them
+	}
+	st.reqDone = true
+	return st.accessWithBody(func(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+			RequestBody: &extprocv3.BodyResponse{Response: c}}}
+	})
+}
+
+func (st *stream) onRequestTrailers() *extprocv3.ProcessingResponse {
+	st.reqDone = true
+	if st.wantReqBody {
+		// The body is gone already; header and body changes cannot be sent
+		// with trailers, only a local reply can.
+		resp := st.accessWithBody(nil)
+		if resp != nil {
+			return resp
+		}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}}
+}
+
+func (st *stream) accessWithBody(wrap func(*extprocv3.CommonResponse) *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	st.wantReqBody = false
+	st.x.Request.Body, st.x.Request.HasBody = st.reqBuf, true
+	st.x.OriginalBody = st.reqBuf
+	st.reqBuf = nil
+	if err := st.run(flows.PhaseAccess); err != nil {
+		return st.errorReply(err, true)
+	}
+	if st.x.Reply != nil {
+		return st.localReply(true)
+	}
+	if wrap == nil {
+		st.done = !st.needs.ResponseHeaders
+		return nil
+	}
+	common, err := st.requestMutation(true)
+	if err != nil {
+		return st.errorReply(err, true)
+	}
+	st.done = !st.needs.ResponseHeaders
+	return wrap(common)
+}
+
+func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	resp := flows.Response{Headers: flows.Headers{}}
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		v := string(hv.GetRawValue())
+		if v == "" {
+			v = hv.GetValue()
+		}
+		k := strings.ToLower(hv.GetKey())
+		if k == ":status" {
+			resp.Status, _ = strconv.Atoi(v)
+			continue
+		}
+		if !strings.HasPrefix(k, ":") {
+			resp.Headers[k] = append(resp.Headers[k], v)
+		}
+	}
+	st.x.Response = resp
+	st.x.ResetChanges()
+	st.wantRespBody = st.needs.ResponseBody && !h.GetEndOfStream()
+	if err := st.run(flows.PhaseHeaderFilter); err != nil {
+		return st.errorReply(err, false)
+	}
+	if st.x.Reply != nil {
+		return st.localReply(false)
+	}
+	if !st.wantRespBody {
+		if err := st.run(flows.PhaseBodyFilter); err != nil && st.needs.ResponseBody {
+			return st.errorReply(err, false)
+		}
+	}
+	common, err := st.responseMutation(false)
+	if err != nil {
+		return st.errorReply(err, false)
+	}
+	st.done = !st.wantRespBody
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: common}}}
+}
+
+func (st *stream) onResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	empty := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{}}}
+	if !st.wantRespBody {
+		if b.GetEndOfStream() {
+			st.respDone, st.done = true, true
+		}
+		return empty
+	}
+	st.respBuf = append(st.respBuf, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return empty
+	}
+	st.wantRespBody = false
+	st.respDone, st.done = true, true
+	st.x.Response.Body, st.x.Response.HasBody = st.respBuf, true
+	st.respBuf = nil
+	if err := st.run(flows.PhaseBodyFilter); err != nil {
+		return st.errorReply(err, false)
+	}
+	if st.x.Reply != nil {
+		return st.localReply(false)
+	}
+	common, err := st.responseMutation(true)
+	if err != nil {
+		return st.errorReply(err, false)
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: common}}}
+}
+
+// requestMutation turns the Exchange's request changes into a reply.
+func (st *stream) requestMutation(bodyPhase bool) (*extprocv3.CommonResponse, error) {
+	c := st.x.Changes()
+	if len(c.RequestHeaders) == 0 && !c.Path && !c.Method && !c.Body {
+		return nil, nil
+	}
+	r := &st.x.Request
+	hm, err := headerMutation(r.Headers, c.RequestHeaders)
+	if err != nil {
+		return nil, err
+	}
+	common := &extprocv3.CommonResponse{HeaderMutation: hm}
+	if c.Path {
+		p := r.Path
+		if r.RawQuery != "" {
+			p += "?" + r.RawQuery
+		}
+		if err := checkValue(p); err != nil {
+			return nil, err
+		}
+		hm.SetHeaders = append(hm.SetHeaders, setOpt(":path", p, false))
+		common.ClearRouteCache = true
+	}
+	if c.Method {
+		hm.SetHeaders = append(hm.SetHeaders, setOpt(":method", r.Method, false))
+		common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
+	}
+	if c.Body {
+		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: r.Body}}
+		if bodyPhase {
+			hm.SetHeaders = append(hm.SetHeaders, setOpt("content-length", strconv.Itoa(len(r.Body)), false))
+		} else {
+			// Replacing the body from the headers phase needs
+			// CONTINUE_AND_REPLACE; Envoy drops content-length itself.
+			common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
+		}
+	}
+	st.x.ResetChanges()
+	return common, nil
+}
+
+func (st *stream) responseMutation(bodyPhase bool) (*extprocv3.CommonResponse, error) {
+	c := st.x.Changes()
+	if len(c.ResponseHeaders) == 0 && !c.Status && !c.ResponseBody {
+		return nil, nil
+	}
+	r := &st.x.Response
+	hm, err := headerMutation(r.Headers, c.ResponseHeaders)
+	if err != nil {
+		return nil, err
+	}
+	common := &extprocv3.CommonResponse{HeaderMutation: hm}
+	if c.Status {
+		hm.SetHeaders = append(hm.SetHeaders, setOpt(":status", strconv.Itoa(r.Status), false))
+	}
+	if c.ResponseBody {
+		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: r.Body}}
+		if bodyPhase {
+			hm.SetHeaders = append(hm.SetHeaders, setOpt("content-length", strconv.Itoa(len(r.Body)), false))
+		} else {
+			common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
+		}
+	}
+	st.x.ResetChanges()
+	return common, nil
+}
+
+func setOpt(k, v string, appendIt bool) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)},
+		Append: wrapperspb.Bool(appendIt)} //nolint:staticcheck // Envoy reads only the deprecated append.
+}
+
+func checkValue(v string) error {
+	if strings.ContainsAny(v, "\r\n\x00") {
+		return &flows.HTTPError{Status: 500, Message: "a plugin produced a header value with CR, LF or NUL"}
+	}
+	return nil
+}
+
+// headerMutation sets the current values of the changed names, or removes
+// names that are gone. Names are sorted so replies are deterministic.
+func headerMutation(h flows.Headers, names []string) (*extprocv3.HeaderMutation, error) {
+	hm := &extprocv3.HeaderMutation{}
+	sort.Strings(names)
+	for _, n := range names {
+		vs := h[n]
+		if len(vs) == 0 {
+			hm.RemoveHeaders = append(hm.RemoveHeaders, n)
+			continue
+		}
+		for i, v := range vs {
+			if err := checkValue(v); err != nil {
+				return nil, err
+			}
+			hm.SetHeaders = append(hm.SetHeaders, setOpt(n, v, i > 0))
+		}
+	}
+	return hm, nil
+}
+
+// errorReply renders err as the JSON error reply.
+func (st *stream) errorReply(err error, requestPath bool) *extprocv3.ProcessingResponse {
+	he := flows.AsHTTPError(err)
+	if st.x == nil {
+		st.x = flows.NewExchange("", flows.Request{}, st.srv.log)
+		st.pipe = nil
+	}
+	if he.Status >= 500 {
+		st.x.Log.Error("request failed", zap.Int("status", he.Status), zap.String("message", he.Message),
+			zap.Error(he.Err), zap.String("request_id", st.x.ID), zap.String("route", st.route))
+	}
+	if st.x.ID == "" {
+		st.x.ID = uuid.NewString()
+	}
+	body, _ := json.Marshal(map[string]string{"message": he.Message, "request_id": st.x.ID})
+	h := flows.Headers{"content-type": {"application/json"}}
+	for k, v := range he.Headers {
+		h[k] = append([]string(nil), v...)
+	}
+	st.x.Respond(he.Status, h, body)
+	return st.localReply(requestPath)
+}
+
+// localReply sends x.Reply as an ImmediateResponse, after letting the
+// response-phase plugins see it as Kong would.
+func (st *stream) localReply(requestPath bool) *extprocv3.ProcessingResponse {
+	rep := st.x.Reply
+	st.x.Reply = nil
+	st.x.Response = flows.Response{Status: rep.Status, Headers: rep.Headers, Body: rep.Body, HasBody: true}
+	if st.pipe != nil {
+		if err := st.run(flows.PhaseHeaderFilter); err == nil && st.x.Reply == nil {
+			_ = st.run(flows.PhaseBodyFilter)
+		}
+	}
+	if st.x.Reply != nil { // a response plugin answered again: take it as is
+		st.x.Response = flows.Response{Status: st.x.Reply.Status, Headers: st.x.Reply.Headers, Body: st.x.Reply.Body}
+	}
+	st.done = true
+	r := st.x.Response
+	hm := &extprocv3.HeaderMutation{}
+	for _, k := range r.Headers.Keys() {
+		for i, v := range r.Headers[k] {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				continue // never send what Envoy would reject
+			}
+			hm.SetHeaders = append(hm.SetHeaders, setOpt(k, v, i > 0))
+		}
+	}
+	status := r.Status
+	if status < 200 || status > 599 {
+		status = 500
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
+		ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+			Headers: hm,
+			Body:    r.Body,
+			Details: "sidecall_local_reply",
+		}}}
+}
+
+// modeOverrides are shared read-only messages: marshalling only reads.
+var modeOverrides [8]*filterv3.ProcessingMode
+
+func init() {
+	for i := range modeOverrides {
+		m := &filterv3.ProcessingMode{ResponseHeaderMode: filterv3.ProcessingMode_SKIP}
+		if i&1 != 0 {
+			m.RequestBodyMode = filterv3.ProcessingMode_BUFFERED
+		}
+		if i&2 != 0 {
+			m.ResponseHeaderMode = filterv3.ProcessingMode_SEND
+		}
+		if i&4 != 0 {
+			m.ResponseHeaderMode = filterv3.ProcessingMode_SEND
+			m.ResponseBodyMode = filterv3.ProcessingMode_BUFFERED
+		}
+		modeOverrides[i] = m
+	}
+}
+
+func modeOverride(reqBody, respHeaders, respBody bool) *filterv3.ProcessingMode {
+	i := 0
+	if reqBody {
+		i |= 1
+	}
+	if respHeaders {
+		i |= 2
+	}
+	if respBody {
+		i |= 4
+	}
+	return modeOverrides[i]
+}
