@@ -63,7 +63,11 @@ type FieldError struct {
 }
 
 func (e FieldError) String() string {
-	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Path, e.Reason)
+	p := e.Path
+	if p == "" {
+		p = "(root)"
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, p, e.Reason)
 }
 
 // ConfigError holds every problem found in a config file.

@@ -405,7 +405,9 @@ func serviceURL(b *Builder, sc *ServiceConfig, at Path) *url.URL {
 		return u
 	}
 	if sc.Host == "" {
-		b.Errorf(at, "service needs url or host")
+		if !b.present(at.Key("url")) { // a bad url was reported already
+			b.Errorf(at, "service needs url or host")
+		}
 		return nil
 	}
 	proto := sc.Protocol

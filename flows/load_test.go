@@ -1,0 +1,254 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+type testPlugin struct {
+	name string
+	prio int
+}
+
+func (p *testPlugin) Name() string  { return p.name }
+func (p *testPlugin) Priority() int { return p.prio }
+func (p *testPlugin) Access(_ context.Context, x *Exchange) error {
+	x.AddHeader("x-ran", p.name)
+	return nil
+}
+
+func testRegistry() *Registry {
+	r := NewRegistry()
+	RegisterCorrelationID(r)
+	for name, prio := range map[string]int{"test-plugin": 500, "low-plugin": 10} {
+		name, prio := name, prio
+		r.Register(name, prio, func(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
+			var cfg struct {
+				Tag string `yaml:"tag"`
+			}
+			b.Decode(raw, at, &cfg)
+			return &testPlugin{name: name, prio: prio}, nil
+		})
+	}
+	return r
+}
+
+func TestBadConfigsGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) < 20 {
+		t.Fatalf("want at least 20 bad configs, have %d", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			_, err := LoadFile(f, LoadOptions{Registry: testRegistry(), LookupEnv: func(string) (string, bool) { return "", false }})
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("want a ConfigError, got %v", err)
+			}
+			got := ce.Error() + "\n"
+			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("no golden file (run with -update): %v", err)
+			}
+			if got != string(want) {
+				t.Errorf("problems differ\n--- got\n%s--- want\n%s", got, want)
+			}
+		})
+	}
+}
+
+func mustLoad(t *testing.T, src string) *Snapshot {
+	t.Helper()
+	s, err := Load("kong.yml", []byte(src), LoadOptions{Registry: testRegistry()})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func names(p *Pipeline) string {
+	var ns []string
+	for _, in := range p.Instances {
+		ns = append(ns, in.Name+"@"+scopeName(in.Scope))
+	}
+	return strings.Join(ns, ",")
+}
+
+func scopeName(s Scope) string {
+	switch {
+	case s.Route != "" && s.Service != "":
+		return "route+service"
+	case s.Route != "":
+		return "route"
+	case s.Service != "":
+		return "service"
+	}
+	return "global"
+}
+
+func TestPluginPrecedence(t *testing.T) {
+	s := mustLoad(t, `
+services:
+  - name: svc
+    url: http://127.0.0.1:1
+    plugins:
+      - name: test-plugin
+        config: {tag: service}
+    routes:
+      - name: r1
+        paths: ["/r1"]
+        plugins:
+          - name: correlation-id
+      - name: r2
+        paths: ["/r2"]
+      - name: r3
+        paths: ["/r3"]
+  - name: other
+    url: http://127.0.0.1:2
+    routes:
+      - name: r4
+        paths: ["/r4"]
+plugins:
+  - name: correlation-id
+    config: {header_name: X-Global}
+  - name: test-plugin
+  - name: low-plugin
+  - name: test-plugin
+    route: r3
+    service: svc
+`)
+	cases := map[string]string{
+		"r1": "correlation-id@route,test-plugin@service,low-plugin@global",
+		"r2": "correlation-id@global,test-plugin@service,low-plugin@global",
+		"r3": "correlation-id@global,test-plugin@route+service,low-plugin@global",
+		"r4": "correlation-id@global,test-plugin@global,low-plugin@global",
+	}
+	for route, want := range cases {
+		if got := names(s.RouteByName(route).Pipeline); got != want {
+			t.Errorf("%s: got %s, want %s", route, got, want)
+		}
+	}
+	if got := names(s.Global); got != "correlation-id@global,test-plugin@global,low-plugin@global" {
+		t.Errorf("global: %s", got)
+	}
+	if got := names(s.Services["svc"].Pipeline); got != "test-plugin@service" {
+		t.Errorf("service pipeline: %s", got)
+	}
+}
+
+func TestOrderingMovesPlugin(t *testing.T) {
+	s := mustLoad(t, `
+plugins:
+  - name: correlation-id
+  - name: low-plugin
+    ordering:
+      before:
+        access: [correlation-id]
+  - name: test-plugin
+`)
+	// Kahn's sort, highest priority first among the ready plugins.
+	if got := names(s.Global); got != "test-plugin@global,low-plugin@global,correlation-id@global" {
+		t.Errorf("got %s", got)
+	}
+}
+
+func TestVaultResolution(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hdr"), []byte("X-From-File\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"MY_HEADER": "X-From-Env", "JSONV": `{"h":"X-Json"}`}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for ref, want := range map[string]string{
+		"{vault://env/my-header}": "X-From-Env",
+		"{vault://env/jsonv/h}":   "X-Json",
+		"{vault://file/hdr}":      "X-From-File",
+		"{vault://file/" + filepath.Join(dir, "hdr") + "}": "X-From-File",
+	} {
+		got, err := ResolveVault(ref, dir, lookup)
+		if err != nil || got != want {
+			t.Errorf("%s: got %q, %v; want %q", ref, got, err, want)
+		}
+	}
+	src := "plugins:\n  - name: correlation-id\n    config:\n      header_name: \"{vault://env/my-header}\"\n"
+	s, err := Load(filepath.Join(dir, "kong.yml"), []byte(src), LoadOptions{Registry: testRegistry(), LookupEnv: lookup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := NewExchange("id", Request{Method: "GET", Path: "/"}, nil)
+	if err := s.Global.Run(context.Background(), PhaseAccess, x, nil); err != nil {
+		t.Fatal(err)
+	}
+	if x.Request.Headers.Get("X-From-Env") == "" {
+		t.Errorf("vault header name not used: %v", x.Request.Headers)
+	}
+	cfg := s.Redacted.(map[string]any)["plugins"].([]any)[0].(map[string]any)["config"].(map[string]any)
+	if cfg["header_name"] != "{vault://env/my-header}" {
+		t.Errorf("redacted config shows %v, want the reference", cfg["header_name"])
+	}
+}
+
+func TestRedactsSecretKeys(t *testing.T) {
+	s := mustLoad(t, `
+services:
+  - name: svc
+    url: http://127.0.0.1:1
+    tags: [password-is-a-tag]
+plugins:
+  - name: test-plugin
+    config: {tag: "x"}
+`)
+	_ = s
+	n := &yaml.Node{}
+	if err := yaml.Unmarshal([]byte("redis: {password: hunter2, host: h}\n"), n); err != nil {
+		t.Fatal(err)
+	}
+	got := redact(n.Content[0]).(map[string]any)["redis"].(map[string]any)
+	if got["password"] != "<redacted>" || got["host"] != "h" {
+		t.Errorf("redact: %v", got)
+	}
+}
+
+func TestIgnoredSectionsWarn(t *testing.T) {
+	s := mustLoad(t, "consumers: [{username: a}]\nupstreams: []\nservices: []\n")
+	if len(s.Routes) != 0 {
+		t.Fatal("unexpected routes")
+	}
+}
+
+func FuzzConfig(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*/*.yaml")
+	for _, file := range files {
+		if b, err := os.ReadFile(file); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Load("fuzz.yml", data, LoadOptions{Registry: testRegistry(), LookupEnv: func(string) (string, bool) { return "", false }})
+		if err == nil {
+			s.Close()
+			return
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || len(ce.Problems) == 0 {
+			t.Fatalf("want a ConfigError with problems, got %v", err)
+		}
+	})
+}
