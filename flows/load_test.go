@@ -176,9 +176,9 @@ func TestVaultResolution(t *testing.T) {
 	env := map[string]string{"MY_HEADER": "X-From-Env", "JSONV": `{"h":"X-Json"}`}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	for ref, want := range map[string]string{
-		"{vault://env/my-header}": "X-From-Env",
-		"{vault://env/jsonv/h}":   "X-Json",
-		"{vault://file/hdr}":      "X-From-File",
+		"{vault://env/my-header}":                          "X-From-Env",
+		"{vault://env/jsonv/h}":                            "X-Json",
+		"{vault://file/hdr}":                               "X-From-File",
 		"{vault://file/" + filepath.Join(dir, "hdr") + "}": "X-From-File",
 	} {
 		got, err := ResolveVault(ref, dir, lookup)
