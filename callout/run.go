@@ -1,0 +1,691 @@
+package callout
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sidecall/sidecall/callout/cache"
+	"github.com/sidecall/sidecall/flows"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// maxBody caps a callout response body (a misbehaving service must not
+// exhaust memory).
+const maxBody = 8 << 20
+
+var flight cache.Flight
+
+// hopByHop headers are never forwarded to a callout.
+var hopByHop = map[string]bool{"connection": true, "keep-alive": true, "proxy-authenticate": true,
+	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true,
+	"host": true, "content-length": true, "proxy-connection": true}
+
+// state is one callout's per-request work. The HTTP part (send, result)
+// is touched by one worker goroutine; everything else by the plugin's.
+type state struct {
+	c       *callout
+	ctxMap  map[string]any // kong.ctx.shared.callouts.<name>
+	send    *sendReq
+	key     string // cache key; "" when not caching
+	result  *result
+	hit     map[string]any // cached response
+	cacheOK bool
+}
+
+type sendReq struct {
+	method  string
+	url     string
+	headers http.Header
+	host    string
+	body    []byte
+	opts    httpOpts
+}
+
+type result struct {
+	status  int
+	headers http.Header
+	body    []byte
+	err     error  // transport error of the last attempt
+	reason  string // "", "error", "code"
+	retries []any
+}
+
+// Access runs the callouts, then the upstream customisation.
+func (p *Plugin) Access(ctx context.Context, x *flows.Exchange) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	calls, _ := x.Shared["callouts"].(map[string]any)
+	if calls == nil {
+		calls = map[string]any{}
+		x.Shared["callouts"] = calls
+	}
+	for _, wave := range p.waves {
+		sts := make([]*state, 0, len(wave))
+		for _, i := range wave {
+			st, err := p.prepare(ctx, x, calls, p.callouts[i])
+			if err != nil || x.Reply != nil {
+				return err
+			}
+			sts = append(sts, st)
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(p.maxParallel)
+		for _, st := range sts {
+			if st.hit != nil {
+				continue
+			}
+			g.Go(func() error { p.fetch(gctx, x.Log, st); return nil })
+		}
+		_ = g.Wait()
+		if err := ctx.Err(); err != nil {
+			return &flows.HTTPError{Status: http.StatusGatewayTimeout, Message: "request-callout timed out", Err: err}
+		}
+		for _, st := range sts {
+			if err := p.finish(ctx, x, st); err != nil || x.Reply != nil {
+				return err
+			}
+		}
+	}
+	return p.applyUpstream(ctx, x)
+}
+
+func internal(err error) error {
+	return &flows.HTTPError{Status: http.StatusInternalServerError, Message: "An unexpected error occurred", Err: err}
+}
+
+// prepare builds request.params, runs request.by_lua and computes the
+// cache key, on the plugin goroutine.
+func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[string]any, c *callout) (*state, error) {
+	cc := &c.cfg
+	params := map[string]any{}
+	u, err := c.url.Render(ctx, x)
+	if err != nil {
+		return nil, internal(fmt.Errorf("callout %q: rendering url: %w", c.name, err))
+	}
+	params["url"] = u
+	params["method"] = cc.Request.Method
+	// headers
+	hdrs := map[string]any{}
+	if cc.Request.Headers.Forward {
+		for k, vs := range x.Request.Headers {
+			if hopByHop[k] || strings.HasPrefix(k, ":") {
+				continue
+			}
+			hdrs[k] = listValue(vs)
+		}
+	}
+	for _, h := range c.headers {
+		delFold(hdrs, h.name)
+		if h.t == nil {
+			continue
+		}
+		v, err := h.t.Render(ctx, x)
+		if err != nil {
+			return nil, internal(fmt.Errorf("callout %q: rendering header %s: %w", c.name, h.name, err))
+		}
+		hdrs[h.name] = v
+	}
+	params["headers"] = hdrs
+	// query
+	q := map[string]any{}
+	if cc.Request.Query.Forward {
+		vals, _ := url.ParseQuery(x.Request.RawQuery)
+		for k, vs := range vals {
+			q[k] = listValue(vs)
+		}
+	}
+	var removedQuery []string
+	for _, kv := range c.query {
+		delete(q, kv.name)
+		if kv.t == nil {
+			removedQuery = append(removedQuery, kv.name)
+			continue
+		}
+		v, err := kv.t.Render(ctx, x)
+		if err != nil {
+			return nil, internal(fmt.Errorf("callout %q: rendering query %s: %w", c.name, kv.name, err))
+		}
+		q[kv.name] = v
+	}
+	params["query"] = q
+	// body
+	var body any
+	if cc.Request.Body.Forward && len(x.Request.Body) > 0 {
+		body = string(x.Request.Body)
+	}
+	if cc.Request.Body.Decode || len(c.body) > 0 {
+		m, err := decodeObject(body)
+		if err != nil {
+			return nil, internal(fmt.Errorf("callout %q: decoding request body: %w", c.name, err))
+		}
+		if m != nil || len(c.body) > 0 {
+			if m == nil {
+				m = map[string]any{} // empty body + customisation: start from {}
+			}
+			for _, kv := range c.body {
+				delete(m, kv.name)
+				if kv.t == nil {
+					continue
+				}
+				v, err := kv.t.Render(ctx, x)
+				if err != nil {
+					return nil, internal(fmt.Errorf("callout %q: rendering body %s: %w", c.name, kv.name, err))
+				}
+				m[kv.name] = v
+			}
+			body = m
+		}
+	}
+	if body != nil {
+		params["body"] = body
+	}
+	params["decode"] = cc.Request.Body.Decode
+	o := cc.Request.HTTPOpts
+	params["ssl_verify"] = o.SSLVerify
+	if o.SSLServerName != "" {
+		params["ssl_server_name"] = o.SSLServerName
+	}
+	if o.Proxy != (ProxyConfig{}) {
+		px := map[string]any{}
+		for k, v := range map[string]string{"http_proxy": o.Proxy.HTTPProxy, "https_proxy": o.Proxy.HTTPSProxy,
+			"auth_username": o.Proxy.AuthUsername, "auth_password": o.Proxy.AuthPassword} {
+			if v != "" {
+				px[k] = v
+			}
+		}
+		params["proxy"] = px
+	}
+	if o.Timeouts.Connect != nil {
+		params["timeouts"] = map[string]any{"connect": *o.Timeouts.Connect, "read": *o.Timeouts.Read, "write": *o.Timeouts.Write}
+	}
+	caching := map[string]any{"bypass": cc.Cache.Bypass}
+	entry := map[string]any{
+		"request": map[string]any{"params": params, "retries": []any{}, "n_retries": 0},
+		"caching": caching,
+	}
+	calls[c.name] = entry
+	if c.reqLua != nil {
+		if err := c.reqLua.Run(ctx, x); err != nil {
+			return nil, internal(fmt.Errorf("callout %q: request.by_lua: %w", c.name, err))
+		}
+		if x.Reply != nil {
+			return nil, nil
+		}
+		// by_lua may have replaced the entry or its tables.
+		if e, ok := calls[c.name].(map[string]any); ok {
+			entry = e
+		}
+	}
+	st := &state{c: c, ctxMap: entry}
+	send, err := buildSend(x, entry, removedQuery)
+	if err != nil {
+		return nil, internal(fmt.Errorf("callout %q: %w", c.name, err))
+	}
+	st.send = send
+	if p.cache != nil && !truthy(mapGet(entry, "caching", "bypass")) {
+		st.cacheOK = true
+		st.key = p.cacheKey(x, c.name, send, entry)
+		v, ok, err := p.cache.Get(ctx, st.key)
+		switch {
+		case err != nil:
+			mCache.WithLabelValues(c.name, "error").Inc()
+			x.Log.Warn("callout cache unavailable, calling through", zap.String("callout", c.name), zap.Error(err))
+		case ok:
+			var m map[string]any
+			if json.Unmarshal(v, &m) == nil {
+				mCache.WithLabelValues(c.name, "hit").Inc()
+				st.hit = m
+			}
+		default:
+			mCache.WithLabelValues(c.name, "miss").Inc()
+		}
+	}
+	return st, nil
+}
+
+// buildSend turns request.params (possibly edited by Lua) into an HTTP
+// request description the workers can use without touching the Exchange.
+func buildSend(x *flows.Exchange, entry map[string]any, removedQuery []string) (*sendReq, error) {
+	params, _ := mapGet(entry, "request", "params").(map[string]any)
+	if params == nil {
+		return nil, errors.New("request.params is not a table")
+	}
+	s := &sendReq{}
+	s.method, _ = params["method"].(string)
+	if s.method == "" {
+		s.method = http.MethodGet
+	}
+	if !methodRE.MatchString(s.method) {
+		return nil, fmt.Errorf("invalid method %q", s.method)
+	}
+	raw, _ := params["url"].(string)
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid callout url %q", raw)
+	}
+	// query: url args, then params.query overriding same names.
+	switch q := params["query"].(type) {
+	case string:
+		if q != "" {
+			u.RawQuery = q
+		}
+	case map[string]any:
+		vals := u.Query()
+		for _, k := range removedQuery {
+			vals.Del(k)
+		}
+		for k, v := range q {
+			vals.Del(k)
+			for _, s := range stringList(v) {
+				vals.Add(k, s)
+			}
+		}
+		u.RawQuery = vals.Encode()
+	}
+	s.url = u.String()
+	s.headers = http.Header{}
+	hdrs, _ := params["headers"].(map[string]any)
+	for k, v := range hdrs {
+		lk := strings.ToLower(k)
+		for _, val := range stringList(v) {
+			if strings.ContainsAny(val, "\r\n\x00") {
+				return nil, fmt.Errorf("header %s: value contains CR, LF or NUL", k)
+			}
+			if lk == "host" {
+				s.host = val
+				continue
+			}
+			if hopByHop[lk] {
+				continue
+			}
+			s.headers[http.CanonicalHeaderKey(k)] = append(s.headers[http.CanonicalHeaderKey(k)], val)
+		}
+	}
+	if !validHeaderNames(s.headers) {
+		return nil, errors.New("invalid header name")
+	}
+	if s.headers.Get("User-Agent") == "" {
+		s.headers.Set("User-Agent", "sidecall/"+Version+"/request-callout")
+	}
+	if tp := x.Request.Headers.Get("traceparent"); tp != "" && s.headers.Get("Traceparent") == "" && !strings.ContainsAny(tp, "\r\n\x00") {
+		s.headers.Set("Traceparent", tp)
+		if ts := x.Request.Headers.Get("tracestate"); ts != "" && !strings.ContainsAny(ts, "\r\n\x00") {
+			s.headers.Set("Tracestate", ts)
+		}
+	}
+	switch b := params["body"].(type) {
+	case string:
+		s.body = []byte(b)
+	case nil:
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			return nil, fmt.Errorf("encoding body: %w", err)
+		}
+		s.body = enc
+		if s.headers.Get("Content-Type") == "" {
+			s.headers.Set("Content-Type", "application/json")
+		}
+	}
+	o := httpOpts{sslVerify: true}
+	if v, ok := params["ssl_verify"].(bool); ok {
+		o.sslVerify = v
+	}
+	o.serverName, _ = params["ssl_server_name"].(string)
+	if px, ok := params["proxy"].(map[string]any); ok {
+		o.httpProxy, _ = px["http_proxy"].(string)
+		o.httpsProxy, _ = px["https_proxy"].(string)
+		o.proxyUser, _ = px["auth_username"].(string)
+		o.proxyPass, _ = px["auth_password"].(string)
+	}
+	if t, ok := params["timeouts"].(map[string]any); ok {
+		o.connect = msValue(t["connect"])
+		o.read = msValue(t["read"])
+		o.write = msValue(t["write"])
+	}
+	s.opts = o
+	return s, nil
+}
+
+func validHeaderNames(h http.Header) bool {
+	for k := range h {
+		if !validHeaderName(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// fetch runs on a worker goroutine: singleflight (when caching), HTTP with
+// retries. It writes only st.result.
+func (p *Plugin) fetch(ctx context.Context, log *zap.Logger, st *state) {
+	if !st.cacheOK {
+		st.result = p.call(ctx, log, st)
+		return
+	}
+	v, _, err := flight.Do(ctx, st.key, func() (any, error) {
+		// The leader's context may end early; the call keeps this request's.
+		return p.call(ctx, log, st), nil
+	})
+	if err != nil {
+		st.result = &result{err: err, reason: "error"}
+		return
+	}
+	st.result = v.(*result)
+}
+
+func (p *Plugin) call(ctx context.Context, log *zap.Logger, st *state) *result {
+	c := st.c
+	r := &result{retries: []any{}}
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		status, hdr, body, err := p.do(ctx, st.send)
+		d := time.Since(start)
+		mDuration.WithLabelValues(c.name).Observe(d.Seconds())
+		cls := "error"
+		if err == nil {
+			cls = statusClass(status)
+		}
+		mRequests.WithLabelValues(c.name, cls).Inc()
+		log.Debug("callout", zap.String("callout", c.name), zap.String("url", st.send.url),
+			zap.Int("status", status), zap.Float64("latency_ms", float64(d.Microseconds())/1000), zap.Error(err))
+		r.status, r.headers, r.body, r.err = status, hdr, body, err
+		switch {
+		case err != nil:
+			r.reason = "error"
+		case c.statuses[status]:
+			r.reason = "code"
+		default:
+			r.reason = ""
+			return r
+		}
+		if c.onError != "retry" || attempt >= c.retries || ctx.Err() != nil {
+			return r
+		}
+		rec := map[string]any{"reason": r.reason}
+		if err != nil {
+			rec["err"] = err.Error()
+		} else {
+			rec["http_code"] = status
+		}
+		r.retries = append(r.retries, rec)
+		mRetries.WithLabelValues(c.name).Inc()
+		// Small jittered backoff: 10-20 ms, then 20-40 ms, capped at 200 ms.
+		base := time.Duration(10<<min(attempt, 4)) * time.Millisecond
+		wait := min(base+time.Duration(rand.Int64N(int64(base))), 200*time.Millisecond)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return r
+		case <-t.C:
+		}
+	}
+}
+
+// do makes one HTTP attempt.
+func (p *Plugin) do(ctx context.Context, s *sendReq) (int, http.Header, []byte, error) {
+	tr, err := transportFor(p.res, s.opts)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	connect, read, write := s.opts.timeouts()
+	actx, cancel := context.WithTimeout(ctx, connect+write+read)
+	defer cancel()
+	var rb io.Reader
+	if s.body != nil {
+		rb = bytes.NewReader(s.body)
+	}
+	req, err := http.NewRequestWithContext(actx, s.method, s.url, rb)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("building request: %w", err)
+	}
+	req.Header = s.headers.Clone()
+	if s.host != "" {
+		req.Host = s.host
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("calling %s: %w", redactURL(s.url), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("reading response of %s: %w", redactURL(s.url), err)
+	}
+	if len(body) > maxBody {
+		return 0, nil, nil, fmt.Errorf("response of %s is larger than %d bytes", redactURL(s.url), maxBody)
+	}
+	return resp.StatusCode, resp.Header, body, nil
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "<invalid url>"
+	}
+	u.RawQuery, u.User = "", nil
+	return u.String()
+}
+
+// finish applies the error policy, stores the response, runs
+// response.by_lua and writes the cache, on the plugin goroutine.
+func (p *Plugin) finish(ctx context.Context, x *flows.Exchange, st *state) error {
+	c := st.c
+	req, _ := st.ctxMap["request"].(map[string]any)
+	if req == nil {
+		req = map[string]any{}
+		st.ctxMap["request"] = req
+	}
+	if st.hit != nil {
+		st.ctxMap["response"] = st.hit
+		return nil
+	}
+	r := st.result
+	req["retries"] = r.retries
+	req["n_retries"] = len(r.retries)
+	if r.err == nil {
+		resp := map[string]any{"status": r.status}
+		if c.cfg.Response.Headers.Store {
+			h := map[string]any{}
+			for k, vs := range r.headers {
+				h[strings.ToLower(k)] = listValue(vs)
+			}
+			resp["headers"] = h
+		}
+		if c.cfg.Response.Body.Store {
+			var b any = string(r.body)
+			if c.cfg.Response.Body.Decode && len(r.body) > 0 {
+				var v any
+				if err := json.Unmarshal(r.body, &v); err != nil {
+					x.Log.Warn("callout response body is not JSON; stored as text", zap.String("callout", c.name), zap.Error(err))
+				} else {
+					b = v
+				}
+			}
+			resp["body"] = b
+		}
+		st.ctxMap["response"] = resp
+	}
+	if r.reason != "" && c.onError != "continue" {
+		msg, err := c.errMsg.Render(ctx, x)
+		if err != nil {
+			return internal(fmt.Errorf("callout %q: rendering error_response_msg: %w", c.name, err))
+		}
+		cause := r.err
+		if cause == nil {
+			cause = fmt.Errorf("callout %q: status %d", c.name, r.status)
+		}
+		return &flows.HTTPError{Status: c.cfg.Request.Error.ErrorResponseCode, Message: msg, Err: cause}
+	}
+	if c.respLua != nil {
+		if err := c.respLua.Run(ctx, x); err != nil {
+			return internal(fmt.Errorf("callout %q: response.by_lua: %w", c.name, err))
+		}
+		if x.Reply != nil {
+			return nil
+		}
+		if e, ok := x.Shared["callouts"].(map[string]any)[c.name].(map[string]any); ok {
+			st.ctxMap = e
+		}
+	}
+	if st.cacheOK && r.reason == "" && r.err == nil {
+		if resp, ok := st.ctxMap["response"].(map[string]any); ok {
+			if enc, err := json.Marshal(resp); err == nil {
+				keys := []string{st.key}
+				if k, ok := mapGet(st.ctxMap, "caching", "cache_key").(string); ok && k != "" && k != st.key {
+					keys = append(keys, k)
+				}
+				for _, k := range keys {
+					if err := p.cache.Set(ctx, k, enc, p.ttl); err != nil {
+						mCache.WithLabelValues(c.name, "error").Inc()
+						x.Log.Warn("callout cache unavailable, result not stored", zap.String("callout", c.name), zap.Error(err))
+						break
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// cacheKey is reference §1.7's key, or caching.cache_key when by_lua set it.
+func (p *Plugin) cacheKey(x *flows.Exchange, name string, s *sendReq, entry map[string]any) string {
+	if k, ok := mapGet(entry, "caching", "cache_key").(string); ok && k != "" {
+		return k
+	}
+	route := p.scope.Route
+	if x.Route != nil {
+		route = x.Route.Name
+	}
+	h := sha256.New()
+	w := func(s string) { fmt.Fprintf(h, "%d:%s|", len(s), s) }
+	w(route)
+	w(p.scope.PluginID)
+	w(name)
+	w(s.method)
+	u, _ := url.Parse(s.url)
+	q := u.Query()
+	u.RawQuery = ""
+	w(u.String())
+	w(q.Encode()) // Encode sorts by name
+	keys := make([]string, 0, len(s.headers))
+	for k := range s.headers {
+		if k != "User-Agent" && k != "Traceparent" && k != "Tracestate" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		w(k)
+		w(strings.Join(s.headers[k], ","))
+	}
+	w(string(s.body)) // JSON bodies are encoded with sorted keys
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// helpers
+
+func listValue(vs []string) any {
+	if len(vs) == 1 {
+		return vs[0]
+	}
+	out := make([]any, len(vs))
+	for i, v := range vs {
+		out[i] = v
+	}
+	return out
+}
+
+func stringList(v any) []string {
+	switch t := v.(type) {
+	case string:
+		return []string{t}
+	case []string:
+		return t
+	case []any:
+		var out []string
+		for _, e := range t {
+			out = append(out, stringList(e)...)
+		}
+		return out
+	case nil:
+		return nil
+	case bool:
+		if t {
+			return []string{"true"}
+		}
+		return []string{"false"}
+	case float64:
+		return []string{strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%f", t), "0"), ".")}
+	default:
+		return []string{fmt.Sprint(t)}
+	}
+}
+
+func delFold(m map[string]any, name string) {
+	for k := range m {
+		if strings.EqualFold(k, name) {
+			delete(m, k)
+		}
+	}
+}
+
+func mapGet(m map[string]any, keys ...string) any {
+	var cur any = m
+	for _, k := range keys {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[k]
+	}
+	return cur
+}
+
+func truthy(v any) bool { b, _ := v.(bool); return b }
+
+func msValue(v any) time.Duration {
+	switch t := v.(type) {
+	case int:
+		return time.Duration(t) * time.Millisecond
+	case int64:
+		return time.Duration(t) * time.Millisecond
+	case float64:
+		return time.Duration(t * float64(time.Millisecond))
+	}
+	return 0
+}
+
+// decodeObject decodes a JSON object body; nil/"" gives nil.
+func decodeObject(body any) (map[string]any, error) {
+	switch b := body.(type) {
+	case nil:
+		return nil, nil
+	case map[string]any:
+		return b, nil
+	case string:
+		if strings.TrimSpace(b) == "" {
+			return nil, nil
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(b), &m); err != nil {
+			return nil, fmt.Errorf("body is not a JSON object: %w", err)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("unexpected body type %T", body)
+}

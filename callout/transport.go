@@ -1,0 +1,98 @@
+package callout
+
+import (
+	"crypto/tls"
+	"io"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sidecall/sidecall/flows"
+)
+
+// httpOpts are the transport-level settings of one callout request.
+type httpOpts struct {
+	sslVerify  bool
+	serverName string
+	httpProxy  string
+	httpsProxy string
+	proxyUser  string
+	proxyPass  string
+	// timeouts; zero means the defaults below.
+	connect, read, write time.Duration
+}
+
+// Defaults when http_opts.timeouts is unset (nginx cosocket defaults); the
+// plugin timeout caps them anyway.
+const defaultSocketTimeout = 60 * time.Second
+
+func (o httpOpts) key() string {
+	return fmt.Sprintf("callout-transport|%t|%s|%s|%s|%s|%s|%d|%d|%d", o.sslVerify, o.serverName,
+		o.httpProxy, o.httpsProxy, o.proxyUser, o.proxyPass, o.connect, o.read, o.write)
+}
+
+func (o httpOpts) timeouts() (connect, read, write time.Duration) {
+	connect, read, write = o.connect, o.read, o.write
+	if connect == 0 && read == 0 && write == 0 {
+		return defaultSocketTimeout, defaultSocketTimeout, defaultSocketTimeout
+	}
+	return
+}
+
+// transport is a shared keep-alive pool; Resources closes it.
+type transport struct{ *http.Transport }
+
+func (t transport) Close() error { t.CloseIdleConnections(); return nil }
+
+func newTransport(o httpOpts) (*http.Transport, error) {
+	connect, read, write := o.timeouts()
+	proxies := map[string]*url.URL{}
+	for scheme, raw := range map[string]string{"http": o.httpProxy, "https": o.httpsProxy} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s proxy: %w", scheme, err)
+		}
+		if o.proxyUser != "" || o.proxyPass != "" {
+			u.User = url.UserPassword(o.proxyUser, o.proxyPass) // Go sends it as Proxy-Authorization
+		}
+		proxies[scheme] = u
+	}
+	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy: func(r *http.Request) (*url.URL, error) {
+			return proxies[r.URL.Scheme], nil
+		},
+		DialContext: d.DialContext,
+		TLSClientConfig: &tls.Config{
+			InsecureSkipVerify: !o.sslVerify, //nolint:gosec // Kong's http_opts.ssl_verify (default true)
+			ServerName:         o.serverName,
+			MinVersion:         tls.VersionTLS12,
+		},
+		TLSHandshakeTimeout:   connect,
+		ResponseHeaderTimeout: write + read,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     false,
+	}, nil
+}
+
+// transportFor returns the shared transport for o.
+func transportFor(res *flows.Resources, o httpOpts) (*http.Transport, error) {
+	c, err := res.Get(o.key(), func() (io.Closer, error) {
+		t, err := newTransport(o)
+		if err != nil {
+			return nil, err
+		}
+		return transport{t}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(transport).Transport, nil
+}
