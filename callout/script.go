@@ -32,8 +32,8 @@ type engine interface {
 type literal string
 
 func (l literal) Render(context.Context, *flows.Exchange) (string, error) { return string(l), nil }
-func (literal) Callouts() []string                                       { return nil }
-func (literal) Dynamic() bool                                            { return false }
+func (literal) Callouts() []string                                        { return nil }
+func (literal) Dynamic() bool                                             { return false }
 
 // compileTemplate returns a literal for plain values (the common case, no
 // engine call) and asks eng otherwise. A value starting with '#' is Lua in

@@ -2,8 +2,8 @@ package callout
 
 import (
 	"crypto/tls"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"

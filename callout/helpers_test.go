@@ -1,0 +1,225 @@
+package callout
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sidecall/sidecall/flows"
+	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+// fakeEngine stands in for flows/expr and flows/lua until they land: $(path)
+// over callouts/headers/query_params, and "Lua" chunks registered as Go funcs.
+type fakeEngine struct{ lua map[string]func(ctx context.Context, x *flows.Exchange) error }
+
+var placeholder = regexp.MustCompile(`\$\(([^)]*)\)`)
+var calloutRef = regexp.MustCompile(`callouts\.([A-Za-z0-9_]+)`)
+
+type fakeTemplate struct{ src string }
+
+func (t fakeTemplate) Render(_ context.Context, x *flows.Exchange) (string, error) {
+	var err error
+	out := placeholder.ReplaceAllStringFunc(t.src, func(m string) string {
+		path := strings.TrimSpace(m[2 : len(m)-1])
+		if strings.HasPrefix(path, `"`) {
+			return strings.Trim(path, `"`)
+		}
+		parts := strings.Split(path, ".")
+		var cur any
+		switch parts[0] {
+		case "callouts":
+			cur = x.Shared["callouts"]
+		case "headers":
+			return x.Request.Headers.Get(parts[1])
+		default:
+			err = fmt.Errorf("unknown variable %s", parts[0])
+			return ""
+		}
+		for _, p := range parts[1:] {
+			mm, ok := cur.(map[string]any)
+			if !ok {
+				err = fmt.Errorf("attempt to index a nil value (%s)", p)
+				return ""
+			}
+			cur = mm[p]
+		}
+		if cur == nil {
+			return ""
+		}
+		if f, ok := cur.(float64); ok {
+			return fmt.Sprint(f)
+		}
+		return fmt.Sprint(cur)
+	})
+	return out, err
+}
+func (t fakeTemplate) Callouts() []string { return refs(t.src) }
+func (t fakeTemplate) Dynamic() bool      { return false }
+
+func refs(src string) []string {
+	var out []string
+	for _, m := range calloutRef.FindAllStringSubmatch(src, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+type fakeScript struct {
+	src string
+	f   func(ctx context.Context, x *flows.Exchange) error
+}
+
+func (s fakeScript) Run(ctx context.Context, x *flows.Exchange) error { return s.f(ctx, x) }
+func (s fakeScript) Callouts() []string                              { return refs(s.src) }
+func (s fakeScript) Dynamic() bool                                   { return strings.Contains(s.src, "callouts[") }
+
+func (e fakeEngine) Template(b *flows.Builder, src string, at flows.Path) template {
+	if strings.Count(src, "$(") != strings.Count(src, ")") {
+		b.Errorf(at, "template syntax error: unbalanced parentheses")
+		return nil
+	}
+	return fakeTemplate{src}
+}
+
+func (e fakeEngine) Lua(b *flows.Builder, src string, at flows.Path) script {
+	f, ok := e.lua[src]
+	if !ok {
+		b.Errorf(at, "lua syntax error: unknown chunk")
+		return nil
+	}
+	return fakeScript{src, f}
+}
+
+type env map[string]string
+
+// build compiles a request-callout config (YAML or JSON) like the loader.
+func buildWith(t testing.TB, res *flows.Resources, eng fakeEngine, e env, src string) (*Plugin, []flows.FieldError) {
+	t.Helper()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &n); err != nil {
+		t.Fatalf("bad test yaml: %v", err)
+	}
+	b := flows.NewBuilder("test.yaml")
+	b.Resources = res
+	b.Scope = flows.Scope{Route: "r1", PluginID: "p1"}
+	b.LookupEnv = func(k string) (string, bool) { v, ok := e[k]; return v, ok }
+	pl, err := newWith(b, n.Content[0], "plugins[0].config", eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl.(*Plugin), b.Problems()
+}
+
+func build(t testing.TB, eng fakeEngine, src string) *Plugin {
+	t.Helper()
+	res := flows.NewResources()
+	t.Cleanup(func() { _ = res.Close() })
+	p, probs := buildWith(t, res, eng, nil, src)
+	if len(probs) > 0 {
+		t.Fatalf("unexpected config problems: %v", probs)
+	}
+	return p
+}
+
+func newX(method, path, query string, h map[string]string, body string) *flows.Exchange {
+	hs := flows.Headers{}
+	for k, v := range h {
+		hs.Set(k, v)
+	}
+	return flows.NewExchange("req-1", flows.Request{Method: method, Path: path, RawQuery: query, Headers: hs,
+		Body: []byte(body), HasBody: body != ""}, nil)
+}
+
+// recorder is a test backend recording each request.
+type recorder struct {
+	mu    sync.Mutex
+	reqs  []recorded
+	calls atomic.Int32
+}
+
+type recorded struct {
+	Method, Path, Query string
+	Header              http.Header
+	Body                string
+}
+
+func (r *recorder) record(req *http.Request) {
+	b := new(strings.Builder)
+	_, _ = fmt.Fprint(b, readAll(req))
+	r.mu.Lock()
+	r.reqs = append(r.reqs, recorded{req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Clone(), b.String()})
+	r.mu.Unlock()
+	r.calls.Add(1)
+}
+
+func (r *recorder) last(t *testing.T) recorded {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.reqs) == 0 {
+		t.Fatal("backend saw no request")
+	}
+	return r.reqs[len(r.reqs)-1]
+}
+
+func readAll(r *http.Request) string {
+	var sb strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Body.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			return sb.String()
+		}
+	}
+}
+
+// jsonServer answers every request with status and the JSON of v.
+func jsonServer(t *testing.T, rec *recorder, status int, v any) *httptest.Server {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rec != nil {
+			rec.record(r)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func httpErr(t *testing.T, err error) *flows.HTTPError {
+	t.Helper()
+	if err == nil {
+		t.Fatal("want an error, got nil")
+	}
+	he, ok := err.(*flows.HTTPError)
+	if !ok {
+		t.Fatalf("want *flows.HTTPError, got %T %v", err, err)
+	}
+	return he
+}
+
+func ctxEntry(t *testing.T, x *flows.Exchange, name string) map[string]any {
+	t.Helper()
+	m, ok := x.Shared["callouts"].(map[string]any)[name].(map[string]any)
+	if !ok {
+		t.Fatalf("no callout context for %q", name)
+	}
+	return m
+}
