@@ -277,10 +277,11 @@ func TestBufferedBodyMutationSetsContentLength(t *testing.T) {
 func TestProtocolFaultsEndOnlyThatStream(t *testing.T) {
 	h := start(t, testConfig)
 	cases := map[string][]*extprocv3.ProcessingRequest{
-		"no request set":         {{}},
-		"headers twice":          {headers("GET", "/plain", false), headers("GET", "/plain", false)},
-		"body after end":         {headers("GET", "/plain", true), {Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{EndOfStream: true}}}},
-		"request after response": {{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{}}}, headers("GET", "/plain", true)},
+		// The corr route keeps the stream open for response headers.
+		"no request set":     {{}},
+		"headers twice":      {headers("GET", "/corr", false), headers("GET", "/corr", false)},
+		"body after end":     {headers("GET", "/corr", true), {Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{EndOfStream: true}}}},
+		"trailers after end": {headers("GET", "/corr", true), {Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}}},
 	}
 	for name, msgs := range cases {
 		t.Run(name, func(t *testing.T) {
