@@ -389,7 +389,7 @@ upstream: {body: {custom: {id: "$(callouts.a.response.body.id)"}}}`)
 func TestHeaderInjectionIs500(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, nil)
-	for _, cfg := range []string{`{callouts: [{name: a, request: {url: %q, headers: {custom: {X-V: "$(headers.x-evil)"}}}}]}`,
+	for i, cfg := range []string{`{callouts: [{name: a, request: {url: %q, headers: {custom: {X-V: "$(headers.x-evil)"}}}}]}`,
 		`{callouts: [{name: a, request: {url: %q}}], upstream: {headers: {custom: {X-V: "$(headers.x-evil)"}}}}`} {
 		p := build(t, fakeEngine{}, fmt.Sprintf(cfg, srv.URL))
 		for _, bad := range []string{"a\r\nX-Injected: 1", "a\x00b", "a\nb"} {
@@ -401,10 +401,9 @@ func TestHeaderInjectionIs500(t *testing.T) {
 				t.Fatal("bad value set upstream")
 			}
 		}
-		if rec.calls.Load() != 0 {
+		if i == 0 && rec.calls.Load() != 0 { // the upstream case calls the callout legitimately
 			t.Fatalf("a bad header reached the callout server (%d calls)", rec.calls.Load())
 		}
-		rec.calls.Store(-100) // the upstream case calls the callout legitimately
 	}
 }
 
