@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/processor"
+)
+
+type appOptions struct {
+	config  string
+	data    []byte // config bytes instead of reading config (demo)
+	log     *zap.Logger
+	maxRecv int
+}
+
+// app is one running sidecall: config holder, processor, metrics, reload.
+type app struct {
+	opts      appOptions
+	log       *zap.Logger
+	reg       *flows.Registry
+	res       *flows.Resources
+	holder    *processor.Holder
+	proc      *processor.Server
+	grpc      *grpc.Server
+	prom      *prometheus.Registry
+	reloads   *prometheus.CounterVec
+	lastOK    prometheus.Gauge
+	draining  atomic.Bool
+	ready     []func() bool
+	reloadMu  sync.Mutex
+	closeOnce sync.Once
+}
+
+func newApp(o appOptions) (*app, error) {
+	if o.log == nil {
+		o.log = zap.NewNop()
+	}
+	a := &app{opts: o, log: o.log, reg: registry(), res: flows.NewResources(), holder: &processor.Holder{},
+		prom: prometheus.NewRegistry()}
+	a.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecall_config_reloads_total",
+		Help: "Config loads by result."}, []string{"result"})
+	a.lastOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecall_config_last_reload_success",
+		Help: "1 if the last config load succeeded."})
+	a.prom.MustRegister(a.reloads, a.lastOK)
+	a.reloads.WithLabelValues("ok")
+	a.reloads.WithLabelValues("failed")
+	registerPluginMetrics(a)
+	snap, err := a.load()
+	if err != nil {
+		a.res.Close()
+		return nil, err
+	}
+	a.holder.Swap(snap)
+	a.reloads.WithLabelValues("ok").Inc()
+	a.lastOK.Set(1)
+	a.proc = processor.New(processor.Options{Holder: a.holder, Log: a.log, Metrics: processor.NewMetrics(a.prom), MaxRecvMsgSize: o.maxRecv})
+	a.grpc = a.proc.GRPCServer()
+	return a, nil
+}
+
+func (a *app) load() (*flows.Snapshot, error) {
+	lo := flows.LoadOptions{Registry: a.reg, Resources: a.res, Log: a.log}
+	if a.opts.data != nil {
+		return flows.Load(a.opts.config, a.opts.data, lo)
+	}
+	return flows.LoadFile(a.opts.config, lo)
+}
+
+// reload loads the config again; a bad one keeps the last good serving.
+func (a *app) reload(why string) bool {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	snap, err := a.load()
+	if err != nil {
+		a.reloads.WithLabelValues("failed").Inc()
+		a.lastOK.Set(0)
+		var ce *flows.ConfigError
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				a.log.Error("config reload rejected; the last good config keeps serving", zap.String("trigger", why), zap.String("problem", p.String()))
+			}
+		} else {
+			a.log.Error("config reload rejected; the last good config keeps serving", zap.String("trigger", why), zap.Error(err))
+		}
+		return false
+	}
+	a.holder.Swap(snap)
+	a.reloads.WithLabelValues("ok").Inc()
+	a.lastOK.Set(1)
+	a.log.Info("config reloaded", zap.String("trigger", why), zap.Stringer("config", snap))
+	return true
+}
+
+// watch reloads when the config file changes. It watches the folder, since
+// Kubernetes ConfigMaps swap a symlink rather than write the file.
+func (a *app) watch(ctx context.Context) error {
+	if a.opts.data != nil {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(a.opts.config)
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return err
+	}
+	go func() {
+		defer w.Close()
+		var t *time.Timer
+		var fire <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				if t != nil {
+					t.Stop()
+				}
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Base(ev.Name) != filepath.Base(a.opts.config) && filepath.Base(ev.Name) != "..data" {
+					continue
+				}
+				// Editors write in several steps: settle before reloading.
+				if t == nil {
+					t = time.NewTimer(200 * time.Millisecond)
+				} else {
+					t.Reset(200 * time.Millisecond)
+				}
+				fire = t.C
+			case <-fire:
+				fire = nil
+				a.reload("file change")
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				a.log.Warn("config watch", zap.Error(err))
+			}
+		}
+	}()
+	return nil
+}
+
+func (a *app) isReady() bool {
+	if a.draining.Load() || a.holder.Current() == nil {
+		return false
+	}
+	for _, f := range a.ready {
+		if !f() {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *app) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		if !a.isReady() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"status":"not ready"}`)
+			return
+		}
+		fmt.Fprintln(w, `{"status":"ready"}`)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.prom, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		s := a.holder.Current()
+		w.Header().Set("content-type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"file": s.File, "loaded": s.Loaded.UTC().Format(time.RFC3339), "config": s.Redacted})
+	})
+	return mux
+}
+
+// drain stops taking streams, waits for open ones up to grace, then stops.
+func (a *app) drain(grace time.Duration) {
+	a.draining.Store(true)
+	a.proc.SetServing(false)
+	done := make(chan struct{})
+	go func() { a.grpc.GracefulStop(); close(done) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		a.log.Warn("drain timeout: closing open streams", zap.Duration("grace", grace))
+		a.grpc.Stop()
+		<-done
+	}
+}
+
+func (a *app) close() {
+	a.closeOnce.Do(func() {
+		if s := a.holder.Current(); s != nil {
+			s.Close()
+		}
+		if err := a.res.Close(); err != nil {
+			a.log.Warn("closing clients", zap.Error(err))
+		}
+	})
+}
+
+func listenGRPC(addr string) (net.Listener, error) { return processor.Listen(addr) }

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/sidecall/sidecall/flows"
+)
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", stderr)
+	file := fs.String("c", "", "config file (SIDECALL_CONFIG)")
+	fs.StringVar(file, "config", "", "config file")
+	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	if *file == "" && fs.NArg() > 0 {
+		*file = fs.Arg(0)
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "sidecall validate: -c FILE is required")
+		return 2
+	}
+	snap, err := flows.LoadFile(*file, flows.LoadOptions{Registry: registry()})
+	if err != nil {
+		var ce *flows.ConfigError
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				fmt.Fprintln(stdout, p.String())
+			}
+		} else {
+			fmt.Fprintf(stdout, "%s: %v\n", *file, err)
+		}
+		return 1
+	}
+	defer snap.Close()
+	plugins := 0
+	for _, r := range snap.Routes {
+		plugins += len(r.Pipeline.Instances)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes, %d global plugins)\n", *file, len(snap.Services), len(snap.Routes), len(snap.Global.Instances))
+	return 0
+}
