@@ -223,3 +223,9 @@ func ctxEntry(t *testing.T, x *flows.Exchange, name string) map[string]any {
 	}
 	return m
 }
+
+type (
+	responseWriter  = http.ResponseWriter
+	request         = http.Request
+	httpHandlerFunc = http.HandlerFunc
+)

@@ -1,0 +1,199 @@
+package callout
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sidecall/sidecall/flows"
+)
+
+// startRedis runs a throwaway redis-server on a free 127.0.0.1 port.
+func startRedis(t *testing.T) (port int, kill func()) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server is required in CI")
+		}
+		t.Skip("redis-server not installed (apt-get install redis-server); skipping Redis cache test")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	kill = func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
+	t.Cleanup(kill)
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return port, kill
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("redis-server did not start")
+	return 0, nil
+}
+
+func redisCfg(url string, port, ttl int, byLua string) string {
+	resp := ""
+	if byLua != "" {
+		resp = fmt.Sprintf(", by_lua: %q", byLua)
+	}
+	return fmt.Sprintf(`{callouts: [{name: auth1, request: {url: %q}, response: {body: {decode: true}%s}}],
+  cache: {strategy: redis, cache_ttl: %d, redis: {host: 127.0.0.1, port: %d, connect_timeout: 200, read_timeout: 200, send_timeout: 200}}}`, url, resp, ttl, port)
+}
+
+// Rows 50, 52, 54: Redis hit, miss, TTL expiry, shared between two
+// instances built from separate builders (two sidecall replicas), and the
+// seed's response.by_lua cache key.
+func TestRedisCache_Rows50_52_54(t *testing.T) {
+	port, _ := startRedis(t)
+	rec := &recorder{}
+	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
+	setKey := "kong.ctx.shared.callouts.auth1.caching.cache_key = 'some_key'"
+	eng := fakeEngine{lua: map[string]func(context.Context, *flows.Exchange) error{setKey: func(_ context.Context, x *flows.Exchange) error {
+		x.Shared["callouts"].(map[string]any)["auth1"].(map[string]any)["caching"].(map[string]any)["cache_key"] = "some_key"
+		return nil
+	}}}
+	resA, resB := flows.NewResources(), flows.NewResources()
+	defer resA.Close()
+	defer resB.Close()
+	a, pa := buildWith(t, resA, eng, nil, redisCfg(srv.URL, port, 1, setKey))
+	b, pb := buildWith(t, resB, eng, nil, redisCfg(srv.URL, port, 1, setKey))
+	if len(pa)+len(pb) > 0 {
+		t.Fatal(pa, pb)
+	}
+	run := func(p *Plugin) {
+		x := newX("GET", "/", "", nil, "")
+		if err := p.Access(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		if ctxEntry(t, x, "auth1")["response"].(map[string]any)["body"].(map[string]any)["token"] != "t" {
+			t.Fatal("no token")
+		}
+	}
+	run(a) // miss
+	run(b) // hit, written by the other instance
+	if rec.calls.Load() != 1 {
+		t.Fatalf("calls = %d, want 1 (shared through Redis)", rec.calls.Load())
+	}
+	if v, ok, err := a.cache.Get(context.Background(), "some_key"); err != nil || !ok || len(v) == 0 {
+		t.Fatalf("response.by_lua cache key not stored: %v %v", ok, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // cache_ttl: 1
+	run(a)
+	if rec.calls.Load() != 2 {
+		t.Fatalf("after TTL calls = %d, want 2", rec.calls.Load())
+	}
+}
+
+// Redis killed mid-run: log, count, call through.
+func TestRedisDownCallsThrough(t *testing.T) {
+	port, kill := startRedis(t)
+	rec := &recorder{}
+	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
+	p := build(t, fakeEngine{}, redisCfg(srv.URL, port, 60, ""))
+	for i := 0; i < 2; i++ {
+		if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec.calls.Load() != 1 {
+		t.Fatalf("calls = %d", rec.calls.Load())
+	}
+	kill()
+	for i := 0; i < 2; i++ {
+		x := newX("GET", "/", "", nil, "")
+		if err := p.Access(context.Background(), x); err != nil {
+			t.Fatalf("redis down must not fail the request: %v", err)
+		}
+	}
+	if rec.calls.Load() != 3 {
+		t.Fatalf("calls = %d, want 3 (call-through)", rec.calls.Load())
+	}
+}
+
+// Rows 50, 53, 54: memory TTL expiry, bypass, shared across builders that
+// share Resources (one process), errors never cached.
+func TestMemoryCache_Rows50_53(t *testing.T) {
+	rec := &recorder{}
+	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
+	res := flows.NewResources()
+	defer res.Close()
+	cfg := fmt.Sprintf(`{callouts: [{name: a, request: {url: %[1]q}}, {name: b, request: {url: "%[1]s/b"}, cache: {bypass: true}}], cache: {strategy: memory, cache_ttl: 1}}`, srv.URL)
+	p1, e1 := buildWith(t, res, fakeEngine{}, nil, cfg)
+	p2, e2 := buildWith(t, res, fakeEngine{}, nil, cfg)
+	if len(e1)+len(e2) > 0 {
+		t.Fatal(e1, e2)
+	}
+	for _, p := range []*Plugin{p1, p2} {
+		if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec.calls.Load() != 3 { // a once (shared), b twice (bypass)
+		t.Fatalf("calls = %d, want 3", rec.calls.Load())
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := p1.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
+		t.Fatal(err)
+	}
+	if rec.calls.Load() != 5 {
+		t.Fatalf("after TTL calls = %d, want 5", rec.calls.Load())
+	}
+
+	failing := jsonServer(t, rec, 500, nil)
+	p3 := build(t, fakeEngine{}, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q, error: {http_statuses: [500], on_error: continue}}}], cache: {strategy: memory}}`, failing.URL))
+	before := rec.calls.Load()
+	for i := 0; i < 2; i++ {
+		if err := p3.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec.calls.Load()-before != 2 {
+		t.Fatal("an error result was cached")
+	}
+}
+
+// Singleflight: concurrent misses for one key make one call.
+func TestCacheSingleflight(t *testing.T) {
+	rec := &recorder{}
+	release := make(chan struct{})
+	slow := jsonServer(t, rec, 200, map[string]string{"v": "1"})
+	inner := slow.Config.Handler
+	slow.Config.Handler = httpHandlerFunc(func(w responseWriter, r *request) {
+		<-release
+		inner.ServeHTTP(w, r)
+	})
+	p := build(t, fakeEngine{}, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}}], cache: {strategy: memory}}`, slow.URL))
+	var wg sync.WaitGroup
+	for i := 0; i < 5; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if rec.calls.Load() != 1 {
+		t.Fatalf("calls = %d, want 1", rec.calls.Load())
+	}
+}

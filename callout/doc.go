@@ -1,0 +1,57 @@
+// Package callout is sidecall's request-callout plugin: Kong 3.14's schema
+// and behaviour (spec reference §1) with the contract's choices (spec §5).
+//
+// Per request, callouts run in waves of a dependency DAG built from
+// depends_on plus every callouts.<name> reference found in a callout's
+// templates and by_lua; a by_lua that reads the callouts table dynamically
+// depends on every callout declared before it. Within a wave the plugin
+// goroutine renders templates, builds request.params and runs request.by_lua
+// (one callout at a time, in declaration order), then the HTTP calls run in
+// parallel (errgroup, max_parallel), then the plugin goroutine applies the
+// error policy, stores responses, runs response.by_lua and writes the cache.
+// Only the plugin goroutine touches the Exchange.
+//
+// Choices where Kong's docs are silent:
+//   - Plugin options beyond Kong: concurrency (parallel | sequential,
+//     default parallel), max_parallel (default 8), timeout (ms, default
+//     10000) bounding the whole plugin. Envoy's ext_proc message_timeout
+//     (and max_message_timeout with mode override) must be larger than
+//     timeout, or Envoy gives up first; when timeout expires the client gets
+//     504 {"message": "request-callout timed out"}.
+//   - on_error defaults to fail, except an error block that sets retries
+//     without on_error retries. retries: N = up to N more attempts, with a
+//     small jittered backoff (10-20 ms, doubling, capped at 200 ms).
+//   - The fail response is flows.HTTPError{error_response_code,
+//     rendered error_response_msg}: JSON {"message": ..., "request_id": ...}.
+//   - A transport error under continue leaves callouts.<name>.response unset.
+//   - A Lua or template runtime error, an invalid rendered URL, CR/LF/NUL in
+//     a rendered header value, or a non-JSON body where a JSON customisation
+//     applies is a 500; nothing is sent.
+//   - http_opts.timeouts: connect is the dial and TLS handshake timeout;
+//     write+read bounds the wait for response headers; connect+write+read
+//     bounds one attempt. Unset: 60 s each (nginx's), capped by timeout.
+//   - Hop-by-hop headers, Host and Content-Length are never forwarded to a
+//     callout (a custom Host sets the request's Host). traceparent and
+//     tracestate are propagated unless set by the callout. Default
+//     User-Agent: sidecall/<Version>/request-callout.
+//   - A response body that fails JSON decoding is stored as text, with a
+//     warning. Response bodies are capped at 8 MiB (larger is an error).
+//   - Cache: only non-error results are stored; entries hold the response
+//     after response.by_lua. On a hit response.by_lua is not run again. The
+//     key is SHA-256 over route, plugin id, callout name, method, URL
+//     without query, sorted query, sorted headers (User-Agent and trace
+//     headers excluded) and body; a caching.cache_key set in request.by_lua
+//     replaces it (used as given); one set in response.by_lua stores the
+//     entry under that key as well. Concurrent misses for one key make one
+//     call (singleflight). A cache error is logged and counted
+//     (sidecall_callout_cache_total{result="error"}) and the call goes
+//     through. memory: bigcache per process, size_mb (default 64);
+//     memory.dictionary_name is accepted and ignored. redis: standalone only
+//     (sentinel, cluster and cloud_authentication are config errors); keys
+//     are prefixed sidecall:callout:.
+//   - The request body is asked from Envoy only when a callout forwards it,
+//     upstream.body customises or drops it, or Lua/templates mention the
+//     body PDK functions.
+//   - upstream.headers.forward=false clears every non-pseudo header (Envoy
+//     cannot remove :authority), after custom values are rendered.
+package callout
