@@ -1,0 +1,295 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"gopkg.in/yaml.v3"
+
+	"github.com/sidecall/sidecall/flows"
+	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
+)
+
+// Plugin priorities (kafka-upstream is Kong's; request-reply runs just
+// before it).
+const (
+	RequestReplyPriority = 750
+	UpstreamPriority     = 751
+)
+
+// Register adds kafka-request-reply and kafka-upstream to r.
+func Register(r *flows.Registry) {
+	r.Register("kafka-request-reply", RequestReplyPriority, newRequestReply)
+	r.Register("kafka-upstream", UpstreamPriority, newUpstream)
+}
+
+// Ready tells whether every Kafka producer has connected and every reply
+// consumer is positioned (for /readyz). With no Kafka resources it is true.
+func Ready(res *flows.Resources) bool {
+	ok := true
+	res.Each(func(_ string, c io.Closer) {
+		switch r := c.(type) {
+		case *replyConsumer:
+			ok = ok && r.Ready()
+		case *producer:
+			ok = ok && r.Ready()
+		}
+	})
+	return ok
+}
+
+type requestReplyConfig struct {
+	conn             `yaml:",inline"`
+	producerSettings `yaml:",inline"`
+
+	Topic                string `yaml:"topic"`
+	ReplyTopic           string `yaml:"reply_topic"`
+	ReplyPartition       *int   `yaml:"reply_partition"`
+	ReplyTimeout         int    `yaml:"reply_timeout"`
+	MessageFormat        string `yaml:"message_format"`
+	ForwardMethod        bool   `yaml:"forward_method"`
+	ForwardURI           bool   `yaml:"forward_uri"`
+	ForwardHeaders       bool   `yaml:"forward_headers"`
+	ForwardBody          bool   `yaml:"forward_body"`
+	Key                  string `yaml:"key"`
+	CorrelationHeader    string `yaml:"correlation_header"`
+	ReplyTopicHeader     string `yaml:"reply_topic_header"`
+	ReplyPartitionHeader string `yaml:"reply_partition_header"`
+	CorrelationIDHeader  string `yaml:"correlation_id_header"`
+	MaxPending           int    `yaml:"max_pending"`
+}
+
+// requestReply is the kafka-request-reply plugin.
+type requestReply struct {
+	topic      string
+	replyTopic string
+	partition  *int32
+	timeout    time.Duration
+	format     Format
+	names      HeaderNames
+	fwdMethod  bool
+	fwdURI     bool
+	fwdHeaders bool
+	fwdBody    bool
+	keyHeader  string // "" = the correlation ID
+	idHeader   string
+	maxPending int
+	prod       *producer
+	replies    *replyConsumer
+}
+
+func (*requestReply) Name() string       { return "kafka-request-reply" }
+func (*requestReply) Priority() int      { return RequestReplyPriority }
+func (p *requestReply) Needs() flows.Needs { return flows.Needs{RequestBody: p.fwdBody} }
+
+func newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
+	c := requestReplyConfig{
+		conn:             conn{Timeout: 10000},
+		producerSettings: defaultProducerSettings(),
+		ReplyTimeout:     5000, MessageFormat: "json",
+		ForwardMethod: true, ForwardURI: true, ForwardHeaders: true, ForwardBody: true,
+		Key: "correlation_id", CorrelationHeader: DefaultHeaderNames.Correlation,
+		ReplyTopicHeader: DefaultHeaderNames.ReplyTopic, ReplyPartitionHeader: DefaultHeaderNames.ReplyPartition,
+		MaxPending: 10000,
+	}
+	// Request-reply fails fast: a broker outage must be a 503 long before
+	// the reply timeout (Kong's kafka-upstream default is 10 retries).
+	c.ProducerRequestRetriesMaxAttempts = 3
+	b.Decode(raw, at, &c)
+	addrs := validateConn(b, at, &c.conn)
+	validateProducer(b, at, &c.producerSettings)
+	if err := validTopic(c.Topic); err != nil {
+		b.Errorf(at.Key("topic"), "%v", err)
+	}
+	if err := validTopic(c.ReplyTopic); err != nil {
+		b.Errorf(at.Key("reply_topic"), "%v", err)
+	}
+	if c.ReplyPartition != nil {
+		checkRange(b, at.Key("reply_partition"), *c.ReplyPartition, 0, 1<<20)
+	}
+	checkRange(b, at.Key("reply_timeout"), c.ReplyTimeout, 1, 3600000)
+	checkRange(b, at.Key("max_pending"), c.MaxPending, 1, 10000000)
+	format, err := ParseFormat(c.MessageFormat)
+	if err != nil {
+		b.Errorf(at.Key("message_format"), "%v", err)
+	}
+	for _, h := range []struct {
+		name, v string
+		opt     bool
+	}{
+		{"correlation_header", c.CorrelationHeader, false}, {"reply_topic_header", c.ReplyTopicHeader, false},
+		{"reply_partition_header", c.ReplyPartitionHeader, false}, {"correlation_id_header", c.CorrelationIDHeader, true},
+	} {
+		if h.opt && h.v == "" {
+			continue
+		}
+		if !validHeaderName(h.v) {
+			b.Errorf(at.Key(h.name), "must be a valid header name, got %q", h.v)
+		}
+	}
+	keyHeader := ""
+	if c.Key != "correlation_id" {
+		if !validHeaderName(c.Key) {
+			b.Errorf(at.Key("key"), "must be correlation_id or a request header name, got %q", c.Key)
+		}
+		keyHeader = c.Key
+	}
+	if !c.ForwardMethod && !c.ForwardURI && !c.ForwardHeaders && !c.ForwardBody {
+		b.Errorf(at, "at least one of forward_method, forward_uri, forward_headers, forward_body must be true")
+	}
+	if b.Failed() {
+		return nil, nil
+	}
+	p := &requestReply{
+		topic: c.Topic, replyTopic: c.ReplyTopic, timeout: time.Duration(c.ReplyTimeout) * time.Millisecond,
+		format: format, names: HeaderNames{c.CorrelationHeader, c.ReplyTopicHeader, c.ReplyPartitionHeader},
+		fwdMethod: c.ForwardMethod, fwdURI: c.ForwardURI, fwdHeaders: c.ForwardHeaders, fwdBody: c.ForwardBody,
+		keyHeader: keyHeader, idHeader: c.CorrelationIDHeader, maxPending: c.MaxPending,
+	}
+	part := int32(-1)
+	if c.ReplyPartition != nil {
+		part = int32(*c.ReplyPartition)
+		p.partition = &part
+	}
+	ck := connKey(addrs, &c.conn)
+	if p.prod, err = getProducer(b, addrs, &c.conn, &c.producerSettings); err != nil {
+		return nil, err
+	}
+	rk := fmt.Sprintf("kafka-replies|%s|%s|%d|%s", ck, c.ReplyTopic, part, strings.ToLower(c.CorrelationHeader))
+	rc, err := b.Resources.Get(rk, func() (io.Closer, error) {
+		return newReplyConsumer(addrs, saramaConfig(&c.conn), c.ReplyTopic, part, c.CorrelationHeader, b.Log), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("making reply consumer: %w", err)
+	}
+	p.replies = rc.(*replyConsumer)
+	return p, nil
+}
+
+func getProducer(b *flows.Builder, addrs []string, c *conn, ps *producerSettings) (*producer, error) {
+	k := producerKey(connKey(addrs, c), ps)
+	pc, err := b.Resources.Get(k, func() (io.Closer, error) {
+		return newProducer(addrs, producerConfig(c, ps), b.Log), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("making producer: %w", err)
+	}
+	return pc.(*producer), nil
+}
+
+// Access produces the request and answers the client with the reply.
+func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
+	id := ""
+	if p.idHeader != "" {
+		id = x.Request.Headers.Get(p.idHeader)
+	}
+	if id == "" {
+		id = uuid.NewString()
+	}
+	fail := func(status int, outcome, msg string, err error) error {
+		requestsTotal.WithLabelValues(p.topic, outcome).Inc()
+		return &flows.HTTPError{Status: status, Message: msg + " (correlation id " + id + ")", Err: err,
+			Headers: flows.Headers{strings.ToLower(p.names.Correlation): {id}}}
+	}
+	timer := time.NewTimer(p.timeout)
+	defer timer.Stop()
+	deadline := time.Now().Add(p.timeout)
+
+	w, err := p.replies.Register(id, p.maxPending)
+	switch {
+	case errors.Is(err, errPendingFull):
+		return fail(503, "pending_full", "too many requests waiting for kafka replies", err)
+	case errors.Is(err, errDuplicateID):
+		return fail(409, "duplicate_id", "a request with this correlation id is already waiting", err)
+	case err != nil:
+		return fail(503, "unavailable", "kafka reply consumer not ready", err)
+	}
+	timedOut := false
+	defer func() { p.replies.Cancel(w, timedOut) }()
+
+	msg, err := p.record(x, id, deadline)
+	if err != nil {
+		return fail(500, "encode_error", "could not encode the kafka request", err)
+	}
+	pctx, cancel := context.WithDeadline(ctx, deadline)
+	err = p.prod.Produce(pctx, msg, true, false)
+	cancel()
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return fail(499, "canceled", "client went away", ctx.Err())
+	case errors.Is(err, context.DeadlineExceeded):
+		timedOut = true
+		return fail(504, "timeout", "kafka produce timed out", err)
+	case unavailable(err):
+		return fail(503, "unavailable", "kafka brokers unavailable", err)
+	default:
+		return fail(502, "produce_error", "could not produce the kafka request", err)
+	}
+
+	select {
+	case m := <-w.C:
+		rep, err := DecodeReply(p.format, p.names, m.Value, m.Headers)
+		if err != nil {
+			repliesTotal.WithLabelValues(p.replyTopic, "malformed").Inc()
+			return fail(502, "bad_reply", "malformed kafka reply", err)
+		}
+		hs := flows.Headers{}
+		for _, h := range rep.Headers {
+			hs.Add(h.Name, h.Value)
+		}
+		requestsTotal.WithLabelValues(p.topic, "replied").Inc()
+		x.Respond(int(rep.Status), hs, rep.Body)
+		return nil
+	case <-timer.C:
+		timedOut = true
+		return fail(504, "timeout", "no kafka reply within "+p.timeout.String(), nil)
+	case <-ctx.Done():
+		timedOut = true
+		return fail(499, "canceled", "client went away", ctx.Err())
+	}
+}
+
+// record builds the request record.
+func (p *requestReply) record(x *flows.Exchange, id string, deadline time.Time) (*sarama.ProducerMessage, error) {
+	req := &kafkav1.Request{CorrelationId: id, ReplyTopic: p.replyTopic, Deadline: timestamppb.New(deadline), ReplyPartition: p.partition}
+	if p.fwdMethod {
+		req.Method = x.Request.Method
+	}
+	if p.fwdURI {
+		req.Path, req.Query = x.Request.Path, x.Request.RawQuery
+	}
+	if p.fwdHeaders {
+		for _, k := range x.Request.Headers.Keys() {
+			for _, v := range x.Request.Headers.Values(k) {
+				req.Headers = append(req.Headers, &kafkav1.Header{Name: k, Value: v})
+			}
+		}
+	}
+	if p.fwdBody {
+		req.Body = x.Request.Body
+	}
+	value, hs, err := EncodeRequest(p.format, p.names, req)
+	if err != nil {
+		return nil, err
+	}
+	msg := &sarama.ProducerMessage{Topic: p.topic, Value: sarama.ByteEncoder(value), Headers: hs}
+	key := id
+	if p.keyHeader != "" {
+		key = x.Request.Headers.Get(p.keyHeader)
+	}
+	if key != "" {
+		msg.Key = sarama.StringEncoder(key)
+	}
+	return msg, nil
+}
+
+var _ = strconv.Itoa
