@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/sidecall/sidecall/flows"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Rows 2, 5, 6, 21 and the schema limits: every problem, with its path.
@@ -541,5 +543,28 @@ func TestResponseStoreFlags_Rows31_32_33(t *testing.T) {
 	}
 	if rb["body"] != nil || rb["headers"].(map[string]any)["content-type"] != "application/json" {
 		t.Fatalf("b = %v", rb)
+	}
+}
+
+// Row 56: each callout attempt logs URL, status and latency.
+func TestCalloutLogging_Row56(t *testing.T) {
+	srv := jsonServer(t, nil, 202, nil)
+	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: "%s/p?secret=1"}}]`, srv.URL))
+	core, logs := observer.New(zap.DebugLevel)
+	x := newX("GET", "/", "", nil, "")
+	x.Log = zap.New(core)
+	if err := p.Access(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	es := logs.FilterMessage("callout").All()
+	if len(es) != 1 {
+		t.Fatalf("log entries = %d", len(es))
+	}
+	f := es[0].ContextMap()
+	if f["callout"] != "a" || f["status"] != int64(202) || f["url"] != srv.URL+"/p" {
+		t.Fatalf("fields = %v", f)
+	}
+	if _, ok := f["latency_ms"]; !ok {
+		t.Fatal("no latency")
 	}
 }

@@ -400,7 +400,7 @@ func (p *Plugin) call(ctx context.Context, log *zap.Logger, st *state) *result {
 			cls = statusClass(status)
 		}
 		mRequests.WithLabelValues(c.name, cls).Inc()
-		log.Debug("callout", zap.String("callout", c.name), zap.String("url", st.send.url),
+		log.Debug("callout", zap.String("callout", c.name), zap.String("url", redactURL(st.send.url)),
 			zap.Int("status", status), zap.Float64("latency_ms", float64(d.Microseconds())/1000), zap.Error(err))
 		r.status, r.headers, r.body, r.err = status, hdr, body, err
 		switch {
