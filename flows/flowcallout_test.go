@@ -1,0 +1,665 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// flowTestPlugin is a tiny plugin for shared flows in these tests: it can
+// answer (exit_status), replace the body, write kong.ctx.shared and add a
+// response header in header_filter.
+type flowTestPlugin struct {
+	cfg flowTestConfig
+}
+
+type flowTestConfig struct {
+	ExitStatus int    `yaml:"exit_status"`
+	ExitBody   string `yaml:"exit_body"`
+	SetBody    string `yaml:"set_body"`
+	SetHeader  string `yaml:"set_header"`
+	SharedKey  string `yaml:"shared_key"`
+	RespHeader string `yaml:"resp_header"`
+	Fail       bool   `yaml:"fail"`
+}
+
+func (p *flowTestPlugin) Name() string  { return "flowtest" }
+func (p *flowTestPlugin) Priority() int { return 2000 }
+func (p *flowTestPlugin) Access(_ context.Context, x *Exchange) error {
+	if p.cfg.Fail {
+		return Errorf(418, "flow plugin broke")
+	}
+	if p.cfg.SharedKey != "" {
+		x.Shared[p.cfg.SharedKey] = "written by flow"
+	}
+	if p.cfg.SetHeader != "" {
+		x.SetHeader(p.cfg.SetHeader, "from-flow")
+	}
+	if p.cfg.SetBody != "" {
+		x.SetBody([]byte(p.cfg.SetBody))
+	}
+	if p.cfg.ExitStatus != 0 {
+		x.Respond(p.cfg.ExitStatus, Headers{"content-type": {"application/json"}}, []byte(p.cfg.ExitBody))
+	}
+	return nil
+}
+func (p *flowTestPlugin) HeaderFilter(_ context.Context, x *Exchange) error {
+	if p.cfg.RespHeader != "" {
+		x.SetResponseHeader(p.cfg.RespHeader, "filtered")
+	}
+	return nil
+}
+
+func flowRegistry() *Registry {
+	r := NewRegistry()
+	RegisterCorrelationID(r)
+	RegisterFlowCallout(r)
+	r.Register("flowtest", 2000, func(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
+		p := &flowTestPlugin{}
+		b.Decode(raw, at, &p.cfg)
+		return p, nil
+	})
+	return r
+}
+
+// seen is what a flow server received.
+type seen struct {
+	Method, Path, Query, Host string
+	Header                    http.Header
+	Body                      string
+}
+
+type flowServer struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []seen
+	hits atomic.Int32
+}
+
+func (s *flowServer) last(t *testing.T) seen {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.reqs) == 0 {
+		t.Fatal("flow server got no request")
+	}
+	return s.reqs[len(s.reqs)-1]
+}
+
+// newFlowServer answers with status, a JSON body and x-flow headers.
+func newFlowServer(t *testing.T, status int, body string) *flowServer {
+	t.Helper()
+	fs := &flowServer{}
+	fs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fs.hits.Add(1)
+		fs.mu.Lock()
+		fs.reqs = append(fs.reqs, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Clone(), string(b)})
+		fs.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Add("X-Flow", "a")
+		w.Header().Add("X-Flow", "b")
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(fs.Close)
+	return fs
+}
+
+// deadURL is an address nobody listens on.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+func loadFlows(t *testing.T, src string) *Snapshot {
+	t.Helper()
+	res := NewResources()
+	t.Cleanup(func() { res.Close() })
+	s, err := Load("kong.yml", []byte(src), LoadOptions{Registry: flowRegistry(), Resources: res})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+const origBody = `{"order":42}`
+
+func mainExchange(s *Snapshot, route string) *Exchange {
+	x := NewExchange("req-1", Request{
+		Method: "POST", Scheme: "http", Authority: "api.example.com", Path: "/api/orders", RawQuery: "expand=items&x=1",
+		Headers: Headers{"content-type": {"application/json"}, "x-client": {"c1"}, "authorization": {"Bearer t"},
+			"host": {"api.example.com"}, "connection": {"keep-alive"}},
+		Body: []byte(origBody), HasBody: true,
+	}, nil)
+	x.Route = s.RouteByName(route)
+	return x
+}
+
+func runMain(t *testing.T, s *Snapshot, route string) *Exchange {
+	t.Helper()
+	x := mainExchange(s, route)
+	if x.Route == nil {
+		t.Fatalf("no route %q", route)
+	}
+	if err := x.Route.Pipeline.Run(context.Background(), PhaseAccess, x, nil); err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
+	return x
+}
+
+// seedConfig is the seed's configuration: a security flow and an API whose
+// route calls it, denying with 403.
+func seedConfig(flowURL, extra string) string {
+	return `_format_version: "3.0"
+services:
+  - name: my-shared-security-flow
+    url: ` + flowURL + `/check
+    read_timeout: 200
+    retries: 2
+  - name: orders-api
+    url: http://127.0.0.1:1/orders
+    routes:
+      - name: orders
+        paths: [/api]
+        plugins:
+          - name: flow-callout
+            config:
+              shared_flow_service_name: my-shared-security-flow
+              store_flow_response_in_shared_context_key: security_check_result
+              on_flow_error_continue: false
+              on_flow_error_status: 403
+              on_flow_error_body: Access denied by security flow.
+` + extra
+}
+
+func storedResult(t *testing.T, x *Exchange, key string) map[string]any {
+	t.Helper()
+	m, ok := x.Shared[key].(map[string]any)
+	if !ok {
+		t.Fatalf("shared[%q] = %#v, want a result map", key, x.Shared[key])
+	}
+	return m
+}
+
+func wantDenied(t *testing.T, x *Exchange, status int, body string) {
+	t.Helper()
+	if x.Reply == nil {
+		t.Fatal("want the client denied, the request went on")
+	}
+	if x.Reply.Status != status || x.Reply.Headers.Get("content-type") != "application/json" || string(x.Reply.Body) != body {
+		t.Fatalf("reply = %d %v %s, want %d application/json %s", x.Reply.Status, x.Reply.Headers, x.Reply.Body, status, body)
+	}
+}
+
+const deniedBody = `{"message":"Access denied by security flow."}`
+
+func TestFlowCalloutSeedAllowed(t *testing.T) {
+	fs := newFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
+	s := loadFlows(t, seedConfig(fs.URL, ""))
+	x := runMain(t, s, "orders")
+	if x.Reply != nil {
+		t.Fatalf("allowed request was answered: %d %s", x.Reply.Status, x.Reply.Body)
+	}
+	if string(x.Request.Body) != origBody || x.Changes().Body {
+		t.Errorf("main body = %q (changed %v), want the original", x.Request.Body, x.Changes().Body)
+	}
+	if x.Changes().Path || x.Changes().Method || len(x.Changes().RequestHeaders) != 0 {
+		t.Errorf("main request changed: %+v", x.Changes())
+	}
+	got := storedResult(t, x, "security_check_result")
+	if got["status"] != 200 || got["body"] != `{"allowed":true,"user":"ann"}` || got["failed"] != false {
+		t.Errorf("stored = %#v", got)
+	}
+	if _, has := got["error"]; has {
+		t.Errorf("stored error on success: %v", got["error"])
+	}
+	js, _ := got["json"].(map[string]any)
+	if js["allowed"] != true || js["user"] != "ann" {
+		t.Errorf("stored json = %#v", got["json"])
+	}
+	hs, _ := got["headers"].(map[string]any)
+	if hs["content-type"] != "application/json" {
+		t.Errorf("stored content-type = %#v", hs["content-type"])
+	}
+	if l, _ := hs["x-flow"].([]any); len(l) != 2 || l[0] != "a" || l[1] != "b" {
+		t.Errorf("stored x-flow = %#v, want [a b]", hs["x-flow"])
+	}
+}
+
+func TestFlowCalloutForwardsRequest(t *testing.T) {
+	fs := newFlowServer(t, 200, `{}`)
+	s := loadFlows(t, seedConfig(fs.URL, ""))
+	runMain(t, s, "orders")
+	r := fs.last(t)
+	if r.Method != "POST" {
+		t.Errorf("method = %q", r.Method)
+	}
+	if r.Path != "/check/api/orders" {
+		t.Errorf("path = %q, want /check/api/orders", r.Path)
+	}
+	if r.Query != "expand=items&x=1" {
+		t.Errorf("query = %q", r.Query)
+	}
+	if r.Body != origBody {
+		t.Errorf("body = %q", r.Body)
+	}
+	if r.Header.Get("X-Client") != "c1" || r.Header.Get("Authorization") != "Bearer t" || r.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("headers = %v", r.Header)
+	}
+	if r.Host != strings.TrimPrefix(fs.URL, "http://") {
+		t.Errorf("host = %q, want the service's", r.Host)
+	}
+	if r.Header.Get("Connection") != "" {
+		t.Errorf("hop-by-hop connection forwarded: %q", r.Header.Get("Connection"))
+	}
+	if r.Header.Get("Accept-Encoding") != "" {
+		t.Errorf("accept-encoding added: %q", r.Header.Get("Accept-Encoding"))
+	}
+}
+
+func TestFlowCalloutPathJoin(t *testing.T) {
+	for _, c := range []struct{ svc, req, want string }{
+		{"/check", "/api/orders", "/check/api/orders"},
+		{"/check/", "/api", "/check/api"},
+		{"/check", "/", "/check"},
+		{"", "/a", "/a"},
+		{"", "", "/"},
+		{"/", "/a/", "/a/"},
+		{"/check", "a", "/check/a"},
+	} {
+		if got := upstreamPath(c.svc, c.req); got != c.want {
+			t.Errorf("upstreamPath(%q, %q) = %q, want %q", c.svc, c.req, got, c.want)
+		}
+	}
+}
+
+func TestFlowCalloutFlowReturns500(t *testing.T) {
+	fs := newFlowServer(t, 500, `{"error":"boom"}`)
+	s := loadFlows(t, seedConfig(fs.URL, ""))
+	x := runMain(t, s, "orders")
+	wantDenied(t, x, 403, deniedBody)
+	got := storedResult(t, x, "security_check_result")
+	if got["status"] != 500 || got["failed"] != true {
+		t.Errorf("stored = %#v", got)
+	}
+	if fs.hits.Load() != 1 {
+		t.Errorf("a 500 was retried: %d hits", fs.hits.Load())
+	}
+}
+
+func TestFlowCalloutFlowDown(t *testing.T) {
+	s := loadFlows(t, seedConfig(deadURL(t), ""))
+	start := time.Now()
+	x := runMain(t, s, "orders")
+	wantDenied(t, x, 403, deniedBody)
+	got := storedResult(t, x, "security_check_result")
+	if got["status"] != 502 || !strings.Contains(got["error"].(string), "connection refused") {
+		t.Errorf("stored = %#v", got)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+func TestFlowCalloutContinueOnError(t *testing.T) {
+	cfg := strings.Replace(seedConfig(deadURL(t), ""), "on_flow_error_continue: false", "on_flow_error_continue: true", 1)
+	s := loadFlows(t, cfg)
+	x := runMain(t, s, "orders")
+	if x.Reply != nil {
+		t.Fatalf("continue: request answered %d %s", x.Reply.Status, x.Reply.Body)
+	}
+	if string(x.Request.Body) != origBody {
+		t.Errorf("main body = %q", x.Request.Body)
+	}
+	got := storedResult(t, x, "security_check_result")
+	if got["failed"] != true || got["status"] != 502 {
+		t.Errorf("stored = %#v", got)
+	}
+	if e, _ := got["error"].(string); !strings.Contains(e, "calling") {
+		t.Errorf("stored error = %q", e)
+	}
+
+	// A flow answering 401 with continue: the result shows the status.
+	fs := newFlowServer(t, 401, `{"reason":"no token"}`)
+	cfg = strings.Replace(seedConfig(fs.URL, ""), "on_flow_error_continue: false", "on_flow_error_continue: true", 1)
+	x = runMain(t, loadFlows(t, cfg), "orders")
+	got = storedResult(t, x, "security_check_result")
+	if x.Reply != nil || got["status"] != 401 || got["failed"] != true {
+		t.Errorf("reply %v, stored %#v", x.Reply, got)
+	}
+	if js, _ := got["json"].(map[string]any); js["reason"] != "no token" {
+		t.Errorf("stored json = %#v", got["json"])
+	}
+	if _, has := got["error"]; has {
+		t.Errorf("error set for an HTTP status: %v", got["error"])
+	}
+}
+
+func TestFlowCalloutFlowPluginAnswers(t *testing.T) {
+	fs := newFlowServer(t, 200, `{}`)
+	deny := `    plugins:
+      - name: flowtest
+        config: {exit_status: 401, exit_body: '{"message":"no"}'}
+`
+	cfg := strings.Replace(seedConfig(fs.URL, ""), "    retries: 2\n", "    retries: 2\n"+deny, 1)
+	x := runMain(t, loadFlows(t, cfg), "orders")
+	wantDenied(t, x, 403, deniedBody)
+	if n := fs.hits.Load(); n != 0 {
+		t.Errorf("service URL called %d times though the flow answered", n)
+	}
+	got := storedResult(t, x, "security_check_result")
+	if got["status"] != 401 || got["body"] != `{"message":"no"}` {
+		t.Errorf("stored = %#v", got)
+	}
+
+	// A flow answering 200 itself: success, its reply is the result.
+	allow := strings.Replace(deny, "exit_status: 401", "exit_status: 200", 1)
+	cfg = strings.Replace(seedConfig(fs.URL, ""), "    retries: 2\n", "    retries: 2\n"+allow, 1)
+	x = runMain(t, loadFlows(t, cfg), "orders")
+	if x.Reply != nil || fs.hits.Load() != 0 {
+		t.Fatalf("reply %v, hits %d", x.Reply, fs.hits.Load())
+	}
+	if got := storedResult(t, x, "security_check_result"); got["status"] != 200 || got["failed"] != false {
+		t.Errorf("stored = %#v", got)
+	}
+}
+
+func TestFlowCalloutFlowPluginError(t *testing.T) {
+	fs := newFlowServer(t, 200, `{}`)
+	broke := "    plugins:\n      - name: flowtest\n        config: {fail: true}\n"
+	cfg := strings.Replace(seedConfig(fs.URL, ""), "    retries: 2\n", "    retries: 2\n"+broke, 1)
+	x := runMain(t, loadFlows(t, cfg), "orders")
+	wantDenied(t, x, 403, deniedBody)
+	got := storedResult(t, x, "security_check_result")
+	if got["status"] != 418 || !strings.Contains(got["error"].(string), "flow plugin broke") || fs.hits.Load() != 0 {
+		t.Errorf("stored = %#v, hits %d", got, fs.hits.Load())
+	}
+}
+
+func TestFlowCalloutSharedContextAndBody(t *testing.T) {
+	for _, preserve := range []bool{true, false} {
+		fs := newFlowServer(t, 200, `{}`)
+		mut := "    plugins:\n      - name: flowtest\n        config: {set_body: changed, set_header: x-from-flow, shared_key: flow_note, resp_header: x-filtered}\n"
+		cfg := strings.Replace(seedConfig(fs.URL, ""), "    retries: 2\n", "    retries: 2\n"+mut, 1)
+		if !preserve {
+			cfg = strings.Replace(cfg, "on_flow_error_continue: false", "on_flow_error_continue: false\n              preserve_original_request_body: false", 1)
+		}
+		x := runMain(t, loadFlows(t, cfg), "orders")
+		if x.Reply != nil {
+			t.Fatalf("answered: %d", x.Reply.Status)
+		}
+		r := fs.last(t)
+		if r.Body != "changed" || r.Header.Get("X-From-Flow") != "from-flow" {
+			t.Errorf("flow service got body %q header %q: the flow's changes must reach it", r.Body, r.Header.Get("X-From-Flow"))
+		}
+		if x.Shared["flow_note"] != "written by flow" {
+			t.Errorf("shared written by the flow not visible: %#v", x.Shared["flow_note"])
+		}
+		if x.Request.Headers.Has("x-from-flow") {
+			t.Errorf("flow header leaked into the main request")
+		}
+		wantBody := origBody
+		if !preserve {
+			wantBody = "changed"
+		}
+		if string(x.Request.Body) != wantBody || x.Changes().Body == preserve {
+			t.Errorf("preserve=%v: main body %q changed=%v, want %q", preserve, x.Request.Body, x.Changes().Body, wantBody)
+		}
+		hs := storedResult(t, x, "security_check_result")["headers"].(map[string]any)
+		if hs["x-filtered"] != "filtered" {
+			t.Errorf("flow's header_filter did not run on its response: %#v", hs)
+		}
+	}
+}
+
+func TestFlowCalloutNested(t *testing.T) {
+	a := newFlowServer(t, 200, `{"a":1}`)
+	b := newFlowServer(t, 200, `{"b":2}`)
+	cfg := `_format_version: "3.0"
+services:
+  - name: flow-a
+    url: ` + a.URL + `/a
+    plugins:
+      - name: flow-callout
+        config:
+          shared_flow_service_name: flow-b
+          store_flow_response_in_shared_context_key: b_result
+  - name: flow-b
+    url: ` + b.URL + `/b
+  - name: api
+    url: http://127.0.0.1:1
+    routes:
+      - name: orders
+        paths: [/api]
+        plugins:
+          - name: flow-callout
+            config:
+              shared_flow_service_name: flow-a
+              store_flow_response_in_shared_context_key: a_result
+`
+	x := runMain(t, loadFlows(t, cfg), "orders")
+	if x.Reply != nil {
+		t.Fatalf("answered %d %s", x.Reply.Status, x.Reply.Body)
+	}
+	if a.last(t).Path != "/a/api/orders" || b.last(t).Path != "/b/api/orders" || b.last(t).Body != origBody {
+		t.Errorf("paths a=%q b=%q body b=%q", a.last(t).Path, b.last(t).Path, b.last(t).Body)
+	}
+	if storedResult(t, x, "a_result")["body"] != `{"a":1}` || storedResult(t, x, "b_result")["body"] != `{"b":2}` {
+		t.Errorf("results: %#v %#v", x.Shared["a_result"], x.Shared["b_result"])
+	}
+
+	// Inner failure denies the outer flow, which denies the client (500 default).
+	b.Close()
+	x = runMain(t, loadFlows(t, cfg), "orders")
+	wantDenied(t, x, 500, `{"message":"Shared Flow execution failed."}`)
+	if got := storedResult(t, x, "a_result"); got["status"] != 500 || got["body"] != `{"message":"Shared Flow execution failed."}` {
+		t.Errorf("a_result = %#v", got)
+	}
+}
+
+func TestFlowCalloutTimeout(t *testing.T) {
+	release := make(chan struct{})
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	s := loadFlows(t, seedConfig(srv.URL, "")) // read_timeout: 200, retries: 2
+	start := time.Now()
+	x := runMain(t, s, "orders")
+	d := time.Since(start)
+	wantDenied(t, x, 403, deniedBody)
+	if d < 150*time.Millisecond || d > 1500*time.Millisecond {
+		t.Errorf("took %v, want about the 200ms read_timeout", d)
+	}
+	got := storedResult(t, x, "security_check_result")
+	if e, _ := got["error"].(string); got["status"] != 504 || !strings.Contains(e, "read timeout after 200ms") {
+		t.Errorf("stored = %#v", got)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("a request the flow received was retried: %d hits", n)
+	}
+}
+
+func TestFlowCalloutSlowBodyTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		io.WriteString(w, "part")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	x := runMain(t, loadFlows(t, seedConfig(srv.URL, "")), "orders")
+	wantDenied(t, x, 403, deniedBody)
+	if e, _ := storedResult(t, x, "security_check_result")["error"].(string); !strings.Contains(e, "read timeout") {
+		t.Errorf("error = %q", e)
+	}
+}
+
+func TestFlowCalloutErrorBodyJSON(t *testing.T) {
+	fs := newFlowServer(t, 503, `{}`)
+	cfg := strings.Replace(seedConfig(fs.URL, ""), "on_flow_error_body: Access denied by security flow.", `on_flow_error_body: '{"code":"DENIED"}'`, 1)
+	wantDenied(t, runMain(t, loadFlows(t, cfg), "orders"), 403, `{"code":"DENIED"}`)
+	for in, want := range map[string]string{
+		`42`:          `{"message":"42"}`,
+		`[1,2]`:       `[1,2]`,
+		`{broken`:     `{"message":"{broken"}`,
+		`say "hi" <>`: `{"message":"say \"hi\" \u003c\u003e"}`,
+	} {
+		if got := string(errorBody(in)); got != want {
+			t.Errorf("errorBody(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestFlowCalloutObserver(t *testing.T) {
+	type rec struct{ flow, result string }
+	var mu sync.Mutex
+	var got []rec
+	SetFlowObserver(func(flow, result string, d time.Duration) {
+		mu.Lock()
+		got = append(got, rec{flow, result})
+		mu.Unlock()
+	})
+	defer SetFlowObserver(nil)
+	ok := newFlowServer(t, 200, `{}`)
+	runMain(t, loadFlows(t, seedConfig(ok.URL, "")), "orders")
+	bad := newFlowServer(t, 404, `{}`)
+	runMain(t, loadFlows(t, seedConfig(bad.URL, "")), "orders")
+	runMain(t, loadFlows(t, seedConfig(deadURL(t), "")), "orders")
+	mu.Lock()
+	defer mu.Unlock()
+	want := []rec{{"my-shared-security-flow", "ok"}, {"my-shared-security-flow", "error_status"}, {"my-shared-security-flow", "transport_error"}}
+	if len(got) != len(want) {
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("observed[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestFlowCalloutNeedsBody(t *testing.T) {
+	s := loadFlows(t, seedConfig("http://127.0.0.1:1", ""))
+	if !s.RouteByName("orders").Pipeline.Needs().RequestBody {
+		t.Error("a route with flow-callout must ask Envoy for the request body")
+	}
+}
+
+func TestFlowCalloutRuntimeDepthGuard(t *testing.T) {
+	fs := newFlowServer(t, 200, `{}`)
+	s := loadFlows(t, seedConfig(fs.URL, ""))
+	x := mainExchange(s, "orders")
+	ctx := context.WithValue(context.Background(), flowDepthKey{}, maxFlowDepth)
+	if err := x.Route.Pipeline.Run(ctx, PhaseAccess, x, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantDenied(t, x, 403, deniedBody)
+	if fs.hits.Load() != 0 {
+		t.Error("flow ran beyond the depth limit")
+	}
+}
+
+// Bad configs: each testdata/flowcallout/bad/*.yaml against its .golden.
+func TestFlowCalloutBadConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/flowcallout/bad/*.yaml")
+	if len(files) < 6 {
+		t.Fatalf("want at least 6 bad configs, have %d", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			_, err := LoadFile(f, LoadOptions{Registry: flowRegistry()})
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("want a ConfigError, got %v", err)
+			}
+			got := ce.Error() + "\n"
+			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("no golden file (run with -update): %v", err)
+			}
+			if got != string(want) {
+				t.Errorf("problems differ\n--- got\n%s--- want\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestFlowCalloutExampleLoads(t *testing.T) {
+	s, err := LoadFile("../examples/flow-callout.yaml", LoadOptions{Registry: flowRegistry()})
+	if err != nil {
+		t.Fatalf("example: %v", err)
+	}
+	defer s.Close()
+	var found bool
+	for _, r := range s.Routes {
+		for _, in := range r.Pipeline.Instances {
+			if in.Name == "flow-callout" {
+				found = true
+			}
+		}
+	}
+	if !found || s.Services["my-shared-security-flow"] == nil {
+		t.Error("example has no flow-callout on a route or no my-shared-security-flow service")
+	}
+	// The example's flow service answers; point it at a local server.
+	fs := newFlowServer(t, 200, `{"allowed":true}`)
+	svc := s.Services["my-shared-security-flow"]
+	u := *svc.URL
+	u.Host = strings.TrimPrefix(fs.URL, "http://")
+	svc.URL = &u
+	for _, r := range s.Routes {
+		x := mainExchange(s, r.Name)
+		if err := r.Pipeline.Run(context.Background(), PhaseAccess, x, nil); err != nil {
+			t.Fatal(err)
+		}
+		if x.Reply != nil {
+			t.Errorf("route %s answered %d", r.Name, x.Reply.Status)
+		}
+	}
+	if fs.hits.Load() == 0 {
+		t.Error("example flow never called")
+	}
+	if p := fs.last(t).Path; !strings.HasPrefix(p, "/check/") {
+		t.Errorf("flow path = %q", p)
+	}
+}
