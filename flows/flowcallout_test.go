@@ -663,3 +663,41 @@ func TestFlowCalloutExampleLoads(t *testing.T) {
 		t.Errorf("flow path = %q", p)
 	}
 }
+
+// BenchmarkFlowCallout is a flow-callout to a local server; ...Direct is
+// the same call with a plain client, for the <= 1.2x target (bench/).
+func BenchmarkFlowCallout(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"allowed":true}`)
+	}))
+	defer srv.Close()
+	res := NewResources()
+	defer res.Close()
+	s, err := Load("kong.yml", []byte(seedConfig(srv.URL, "")), LoadOptions{Registry: flowRegistry(), Resources: res})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.Run("flow", func(b *testing.B) {
+		for b.Loop() {
+			x := mainExchange(s, "orders")
+			if err := x.Route.Pipeline.Run(context.Background(), PhaseAccess, x, nil); err != nil || x.Reply != nil {
+				b.Fatalf("err %v reply %v", err, x.Reply)
+			}
+		}
+	})
+	b.Run("direct", func(b *testing.B) {
+		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		defer c.CloseIdleConnections()
+		for b.Loop() {
+			resp, err := c.Post(srv.URL+"/check/api/orders?expand=items&x=1", "application/json", strings.NewReader(origBody))
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
