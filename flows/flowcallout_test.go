@@ -9,9 +9,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -504,6 +506,65 @@ func TestFlowCalloutTimeout(t *testing.T) {
 	}
 	if n := hits.Load(); n != 1 {
 		t.Errorf("a request the flow received was retried: %d hits", n)
+	}
+}
+
+// fullBacklog returns a 127.0.0.1 address whose accept queue is full, so
+// connecting hangs (Linux drops the SYN): a connect timeout on loopback.
+func fullBacklog(t *testing.T) string {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("needs Linux listen backlog behaviour")
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
+	c, err := net.DialTimeout("tcp", addr, time.Second) // fills the queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if c2, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+		c2.Close()
+		t.Skip("listen backlog does not block connects here")
+	}
+	return "http://" + addr
+}
+
+// A connect timeout is retried (the request never left); each attempt
+// gets its own connect_timeout.
+func TestFlowCalloutConnectTimeoutRetries(t *testing.T) {
+	url := fullBacklog(t)
+	for _, c := range []struct {
+		retries  int
+		min, max time.Duration
+	}{{0, 90 * time.Millisecond, 250 * time.Millisecond}, {2, 290 * time.Millisecond, 900 * time.Millisecond}} {
+		cfg := strings.Replace(seedConfig(url, ""), "    retries: 2\n", "    connect_timeout: 100\n    retries: "+string(rune('0'+c.retries))+"\n", 1)
+		s := loadFlows(t, cfg)
+		start := time.Now()
+		x := runMain(t, s, "orders")
+		d := time.Since(start)
+		wantDenied(t, x, 403, deniedBody)
+		if d < c.min || d > c.max {
+			t.Errorf("retries %d: took %v, want %v..%v", c.retries, d, c.min, c.max)
+		}
+		got := storedResult(t, x, "security_check_result")
+		if e, _ := got["error"].(string); got["status"] != 504 || !strings.Contains(e, "connect timeout after 100ms") {
+			t.Errorf("stored = %#v", got)
+		}
 	}
 }
 
