@@ -11,7 +11,8 @@ package flows
 //     request view (method, path, query, headers, body), Reply and Response
 //     are its own: the main request changes only through Shared, and with
 //     preserve_original_request_body: false, through a body the flow's
-//     plugins replaced (copied to the main request with SetBody).
+//     plugins replaced (copied to the main request with SetBody). So a
+//     correlation-id on the flow's service overwrites shared.correlation_id.
 //   - The copy is the request as it is when flow-callout runs (after the
 //     earlier plugins, e.g. correlation-id, as Kong's kong.request sees it).
 //     The body is always asked from Envoy (Needs.RequestBody) so the flow gets
