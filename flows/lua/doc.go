@@ -1,0 +1,37 @@
+// Package lua is sidecall's gopher-lua sandbox with Kong's PDK subset.
+//
+// Chunks are compiled once (Compile, CompileExpr) and run on pooled states
+// (Sandbox.Run, Sandbox.Eval) with a per-call time limit. The PDK is bound
+// to a Host, which the flows package implements over its Exchange.
+//
+// Choices where the contract is silent:
+//   - Globals: assert, error, next, select, tonumber, tostring, type,
+//     unpack, rawequal, rawget, rawset (not on sandbox tables),
+//     setmetatable, getmetatable, pairs/ipairs (honouring __pairs), pcall and
+//     xpcall (which cannot swallow kong.response.exit or the time limit),
+//     print (to the logger), string, table, math (no randomseed), kong, ngx,
+//     cjson, and require of "cjson" and "cjson.safe" only. No os, io, debug,
+//     package, coroutine, load*, dofile, getfenv/setfenv, string.dump.
+//   - Library tables are read-only views; globals a chunk sets live in a
+//     per-call table, so nothing leaks between requests on a pooled state.
+//   - Bombs: string.rep, string.format widths, string.gsub and table.concat
+//     are capped (Options.MaxStringLen), table.insert by MaxTableLen; the
+//     call stack is 200 frames; everything else is stopped by the time
+//     limit, checked at every Lua instruction. A Go library call (a slow
+//     pattern match) is not interruptible.
+//   - kong.ctx.shared is a live view of the Go map: reads convert lazily,
+//     nested map[string]any and []any are live too; a Lua table stored in
+//     it is converted to Go at once and again at the end of the call, so
+//     later changes to it are kept. Functions cannot be stored.
+//   - Go values seen from Lua: integers beyond 2^53 (and cjson.decode'd
+//     ones) are a userdata that keeps the exact digits, prints and encodes
+//     exactly, and does float arithmetic. Lua numbers back in Go are int64
+//     when integral (|n| <= 2^53), else float64. cjson.null and ngx.null are
+//     the same value; a Go nil reads as it.
+//   - cjson.encode sorts object keys; a table with keys 1..n is an array,
+//     an empty table an object unless it has cjson.array_mt.
+//   - Template rendering of a table (map or list) is its JSON, not Kong's
+//     "table: 0x...".
+//   - kong.response.exit with a table body sets content-type
+//     application/json; charset=utf-8 unless the headers give one.
+package lua

@@ -1,0 +1,299 @@
+package lua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	glua "github.com/yuin/gopher-lua"
+	"github.com/yuin/gopher-lua/ast"
+	"github.com/yuin/gopher-lua/parse"
+	"go.uber.org/zap"
+)
+
+// Defaults for Options.
+const (
+	DefaultTimeout      = 100 * time.Millisecond
+	DefaultMaxStringLen = 8 << 20
+	DefaultMaxTableLen  = 1 << 20
+	DefaultPoolSize     = 64
+	callStackSize       = 200
+)
+
+// Options tune a Sandbox. Zero values take the defaults.
+type Options struct {
+	Timeout      time.Duration // per call
+	MaxStringLen int           // longest string string.rep/format/gsub/table.concat may build
+	MaxTableLen  int           // longest list cjson.decode/table.insert may build
+	PoolSize     int           // idle states kept
+	Log          *zap.Logger   // print() and errors when the Host has no logger
+}
+
+// Sandbox runs compiled chunks on pooled, sandboxed Lua states. It is safe
+// for concurrent use; each call takes a state from the pool.
+type Sandbox struct {
+	opts Options
+	pool chan *state
+}
+
+// New returns a Sandbox.
+func New(o Options) *Sandbox {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.MaxStringLen <= 0 {
+		o.MaxStringLen = DefaultMaxStringLen
+	}
+	if o.MaxTableLen <= 0 {
+		o.MaxTableLen = DefaultMaxTableLen
+	}
+	if o.PoolSize <= 0 {
+		o.PoolSize = DefaultPoolSize
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	return &Sandbox{opts: o, pool: make(chan *state, o.PoolSize)}
+}
+
+// Options returns the sandbox's effective options.
+func (s *Sandbox) Options() Options { return s.opts }
+
+// Close drops the idle states.
+func (s *Sandbox) Close() {
+	for {
+		select {
+		case st := <-s.pool:
+			st.L.Close()
+		default:
+			return
+		}
+	}
+}
+
+func (s *Sandbox) get() *state {
+	select {
+	case st := <-s.pool:
+		return st
+	default:
+		return newState(s)
+	}
+}
+
+func (s *Sandbox) put(st *state) {
+	st.reset()
+	select {
+	case s.pool <- st:
+	default:
+		st.L.Close()
+	}
+}
+
+// Chunk is Lua code compiled once (at config load).
+type Chunk struct {
+	name  string
+	src   string
+	proto *glua.FunctionProto
+	refs  Refs
+	expr  bool
+}
+
+// Name is the chunk name used in Lua error messages (the config path).
+func (c *Chunk) Name() string { return c.name }
+
+// Source is the chunk's code.
+func (c *Chunk) Source() string { return c.src }
+
+// Refs is the static analysis of the chunk.
+func (c *Chunk) Refs() Refs { return c.refs }
+
+// SyntaxError is a chunk that does not compile.
+type SyntaxError struct {
+	Line int
+	Msg  string
+}
+
+func (e *SyntaxError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+	}
+	return e.Msg
+}
+
+// RuntimeError is a Lua error raised while a chunk ran.
+type RuntimeError struct {
+	Chunk string
+	Msg   string
+}
+
+func (e *RuntimeError) Error() string { return "lua error in " + e.Chunk + ": " + e.Msg }
+
+// TimeoutError is a chunk stopped by its time limit.
+type TimeoutError struct {
+	Chunk string
+	Limit time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("lua chunk %s stopped after %s time limit", e.Chunk, e.Limit)
+}
+
+// Compile parses and compiles a chunk (statements). name appears in error
+// messages; use the config path.
+func Compile(src, name string) (*Chunk, error) {
+	stmts, err := parseLua(src, name)
+	if err != nil {
+		return nil, err
+	}
+	return compile(stmts, src, name, false)
+}
+
+// CompileExpr compiles one Lua expression, evaluated with Eval.
+func CompileExpr(src, name string) (*Chunk, ast.Expr, error) {
+	stmts, err := parseLua("return ("+src+"\n)", name)
+	if err != nil {
+		return nil, nil, err
+	}
+	var e ast.Expr
+	if len(stmts) == 1 {
+		if r, ok := stmts[0].(*ast.ReturnStmt); ok && len(r.Exprs) == 1 {
+			e = r.Exprs[0]
+		}
+	}
+	if e == nil {
+		return nil, nil, &SyntaxError{Msg: "not a single expression"}
+	}
+	c, err := compile(stmts, src, name, true)
+	return c, e, err
+}
+
+func parseLua(src, name string) (stmts []ast.Stmt, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &SyntaxError{Msg: fmt.Sprint(r)}
+		}
+	}()
+	stmts, err = parse.Parse(strings.NewReader(src), name)
+	if err != nil {
+		var pe *parse.Error
+		if errors.As(err, &pe) {
+			line := pe.Pos.Line
+			if line < 0 {
+				line = strings.Count(src, "\n") + 1
+			}
+			msg := pe.Message
+			if pe.Token != "" {
+				msg += " near '" + pe.Token + "'"
+			}
+			return nil, &SyntaxError{Line: line, Msg: msg}
+		}
+		return nil, &SyntaxError{Msg: err.Error()}
+	}
+	return stmts, nil
+}
+
+func compile(stmts []ast.Stmt, src, name string, isExpr bool) (c *Chunk, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, &SyntaxError{Msg: fmt.Sprint(r)}
+		}
+	}()
+	proto, err := glua.Compile(stmts, name)
+	if err != nil {
+		var ce *glua.CompileError
+		if errors.As(err, &ce) {
+			return nil, &SyntaxError{Line: ce.Line, Msg: ce.Message}
+		}
+		return nil, &SyntaxError{Msg: err.Error()}
+	}
+	return &Chunk{name: name, src: src, proto: proto, refs: analyze(stmts), expr: isExpr}, nil
+}
+
+// Run runs c with the PDK bound to h. kong.response.exit stops the chunk
+// and returns nil (h.Exit was called). Errors are *RuntimeError or
+// *TimeoutError, or the parent context's error.
+func (s *Sandbox) Run(ctx context.Context, c *Chunk, h Host) error {
+	_, err := s.call(ctx, c, h, nil)
+	return err
+}
+
+// Eval evaluates an expression chunk (CompileExpr) in the read-only
+// template environment and returns its value as a Go value (see ToGo).
+func (s *Sandbox) Eval(ctx context.Context, c *Chunk, h Host, v *Vars) (any, error) {
+	if v == nil {
+		v = &Vars{}
+	}
+	return s.call(ctx, c, h, v)
+}
+
+func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out any, err error) {
+	if c == nil {
+		return nil, errors.New("lua: nil chunk")
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	st := s.get()
+	cctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	healthy := false
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, &RuntimeError{Chunk: c.name, Msg: fmt.Sprintf("panic: %v", r)}
+			healthy = false
+		}
+		if healthy {
+			s.put(st)
+		} else {
+			st.L.Close()
+		}
+	}()
+	st.begin(cctx, h, vars)
+	L := st.L
+	fn := L.NewFunctionFromProto(c.proto)
+	if vars != nil {
+		fn.Env = st.tplEnv
+	} else {
+		fn.Env = st.newChunkEnv()
+	}
+	L.SetContext(cctx)
+	L.Push(fn)
+	nret := 0
+	if c.expr {
+		nret = 1
+	}
+	perr := L.PCall(0, nret, nil)
+	L.RemoveContext()
+	exited := st.exited
+	if perr == nil && c.expr {
+		out = st.toGo(L.Get(-1), 0)
+	}
+	st.flush()
+	L.SetTop(0)
+	if exited {
+		healthy = true
+		return nil, nil
+	}
+	if perr != nil {
+		if cctx.Err() != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, &TimeoutError{Chunk: c.name, Limit: s.opts.Timeout}
+		}
+		healthy = true
+		var ae *glua.ApiError
+		msg := perr.Error()
+		if errors.As(perr, &ae) && ae.Object != nil {
+			msg = ae.Object.String()
+		}
+		return nil, &RuntimeError{Chunk: c.name, Msg: msg}
+	}
+	healthy = true
+	return out, nil
+}

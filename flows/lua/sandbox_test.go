@@ -1,0 +1,210 @@
+package lua
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// testHost is a plain in-memory Host.
+type testHost struct {
+	phase      string
+	method     string
+	path       string
+	query      string
+	headers    map[string][]string
+	body       []byte
+	hasBody    bool
+	status     int
+	respH      map[string][]string
+	respBody   []byte
+	shared     map[string]any
+	exitStatus int
+	exitBody   []byte
+	exitH      map[string][]string
+}
+
+func newHost() *testHost {
+	return &testHost{phase: "access", method: "GET", path: "/p", headers: map[string][]string{}, respH: map[string][]string{}, shared: map[string]any{}}
+}
+
+func (h *testHost) Phase() string                        { return h.phase }
+func (h *testHost) Method() string                       { return h.method }
+func (h *testHost) Scheme() string                       { return "http" }
+func (h *testHost) Host() string                         { return "example.test" }
+func (h *testHost) Port() int                            { return 80 }
+func (h *testHost) Path() string                         { return h.path }
+func (h *testHost) RawQuery() string                     { return h.query }
+func (h *testHost) Headers() map[string][]string         { return h.headers }
+func (h *testHost) Body() ([]byte, bool)                 { return h.body, h.hasBody }
+func (h *testHost) SetHeader(n, v string)                { h.headers[strings.ToLower(n)] = []string{v} }
+func (h *testHost) AddHeader(n, v string)                { k := strings.ToLower(n); h.headers[k] = append(h.headers[k], v) }
+func (h *testHost) ClearHeader(n string)                 { delete(h.headers, strings.ToLower(n)) }
+func (h *testHost) SetPath(p string)                     { h.path = p }
+func (h *testHost) SetRawQuery(q string)                 { h.query = q }
+func (h *testHost) SetMethod(m string)                   { h.method = m }
+func (h *testHost) SetBody(b []byte)                     { h.body, h.hasBody = b, true }
+func (h *testHost) Status() int                          { return h.status }
+func (h *testHost) ResponseHeaders() map[string][]string { return h.respH }
+func (h *testHost) SetResponseHeader(n, v string)        { h.respH[strings.ToLower(n)] = []string{v} }
+func (h *testHost) AddResponseHeader(n, v string) {
+	k := strings.ToLower(n)
+	h.respH[k] = append(h.respH[k], v)
+}
+func (h *testHost) ClearResponseHeader(n string)   { delete(h.respH, strings.ToLower(n)) }
+func (h *testHost) SetStatus(c int)                { h.status = c }
+func (h *testHost) ResponseBody() ([]byte, bool)   { return h.respBody, h.respBody != nil }
+func (h *testHost) SetResponseBody(b []byte)       { h.respBody = b }
+func (h *testHost) Shared() map[string]any         { return h.shared }
+func (h *testHost) Logger() *zap.Logger            { return zap.NewNop() }
+func (h *testHost) Vault(ref string) (string, error) {
+	if ref == "{vault://env/token}" {
+		return "s3cret", nil
+	}
+	return "", errors.New("not found")
+}
+func (h *testHost) Var(name string) (string, bool) {
+	if name == "request_method" {
+		return h.method, true
+	}
+	return "", false
+}
+func (h *testHost) Exit(status int, body []byte, hdr map[string][]string) {
+	h.exitStatus, h.exitBody, h.exitH = status, body, hdr
+}
+
+func run(t *testing.T, sb *Sandbox, src string, h Host) error {
+	t.Helper()
+	c, err := Compile(src, "test")
+	if err != nil {
+		t.Fatalf("compile %q: %v", src, err)
+	}
+	return sb.Run(context.Background(), c, h)
+}
+
+func TestSyntaxErrorHasLine(t *testing.T) {
+	_, err := Compile("local a = 1\nlocal b = = 2\n", "x")
+	var se *SyntaxError
+	if !errors.As(err, &se) || se.Line != 2 {
+		t.Fatalf("want syntax error on line 2, got %v", err)
+	}
+}
+
+func TestSandboxEscapes(t *testing.T) {
+	sb := New(Options{Timeout: 150 * time.Millisecond})
+	defer sb.Close()
+	cases := map[string]string{
+		"os.execute":      `os.execute("touch /tmp/pwned")`,
+		"io.open":         `io.open("/etc/passwd")`,
+		"require os":      `require "os"`,
+		"require io":      `local x = require("io")`,
+		"load":            `load("return 1")()`,
+		"loadstring":      `loadstring("return 1")()`,
+		"dofile":          `dofile("/etc/passwd")`,
+		"loadfile":        `loadfile("/etc/passwd")`,
+		"debug":           `debug.getinfo(1)`,
+		"package":         `package.loaded.os.execute("id")`,
+		"coroutine":       `coroutine.create(function() end)`,
+		"getfenv":         `getfenv(1).os = 1`,
+		"collectgarbage":  `collectgarbage()`,
+		"string.rep bomb": `local s = string.rep("x", 1e9)`,
+		"method rep bomb": `local s = ("x"):rep(1e9)`,
+		"format width":    `local s = string.format("%999999999d", 1)`,
+		"gsub bomb":       `local s = string.gsub(string.rep("x", 1e6), "x", string.rep("y", 1e6))`,
+		"concat bomb":     `local t = {} for i = 1, 100 do t[i] = string.rep("x", 1e6) end local s = table.concat(t)`,
+		"recursion":       `local function f(n) return 1 + f(n + 1) end f(1)`,
+		"modify string":   `string.rep = nil`,
+		"rawset string":   `rawset(string, "rep", 1)`,
+		"setmetatable ro": `setmetatable(kong, {})`,
+		"string mt":       `getmetatable("").__index.rep = nil`,
+		"string.dump":     `string.dump(function() end)`,
+	}
+	for name, src := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := run(t, sb, src, newHost())
+			var re *RuntimeError
+			t.Log(err)
+			if !errors.As(err, &re) {
+				t.Fatalf("want a runtime error, got %v", err)
+			}
+		})
+	}
+	// The sandbox still works, and string.rep was not replaced.
+	h := newHost()
+	if err := run(t, sb, `kong.ctx.shared.r = string.rep("ab", 3)`, h); err != nil || h.shared["r"] != "ababab" {
+		t.Fatalf("after escapes: err=%v r=%v", err, h.shared["r"])
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	sb := New(Options{Timeout: 50 * time.Millisecond})
+	defer sb.Close()
+	for name, src := range map[string]string{
+		"loop":       `while true do end`,
+		"tail call":  `local function f() return f() end f()`,
+		"pcall loop": `while true do pcall(function() while true do end end) end`,
+		"table bomb": `local t = {} local i = 0 while true do i = i + 1 t[i] = {i} end`,
+		"concat":     `local s = "x" while true do s = s .. "x" end`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			err := run(t, sb, src, newHost())
+			var te *TimeoutError
+			if !errors.As(err, &te) {
+				t.Fatalf("want timeout, got %v", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("stopped after %s", d)
+			}
+		})
+	}
+	if err := run(t, sb, `local x = 1`, newHost()); err != nil {
+		t.Fatalf("after timeouts: %v", err)
+	}
+}
+
+func TestGlobalsDoNotLeakBetweenCalls(t *testing.T) {
+	sb := New(Options{PoolSize: 1})
+	defer sb.Close()
+	h := newHost()
+	if err := run(t, sb, `leak = "x"`, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(t, sb, `kong.ctx.shared.seen = leak`, h); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := h.shared["seen"]; ok {
+		t.Fatalf("global leaked: %v", v)
+	}
+}
+
+func TestExitCannotBeSwallowed(t *testing.T) {
+	sb := New(Options{})
+	defer sb.Close()
+	h := newHost()
+	err := run(t, sb, `pcall(kong.response.exit, 403, {message = "no"}) kong.ctx.shared.after = true`, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.exitStatus != 403 || string(h.exitBody) != `{"message":"no"}` {
+		t.Fatalf("exit = %d %s", h.exitStatus, h.exitBody)
+	}
+	if _, ok := h.shared["after"]; ok {
+		t.Fatal("code after exit ran")
+	}
+	if ct := h.exitH["content-type"]; len(ct) != 1 || !strings.HasPrefix(ct[0], "application/json") {
+		t.Fatalf("content-type = %v", ct)
+	}
+}
+
+func TestPrintGoesToLogger(t *testing.T) {
+	sb := New(Options{})
+	defer sb.Close()
+	if err := run(t, sb, `print("hello", 1)`, newHost()); err != nil {
+		t.Fatal(err)
+	}
+}

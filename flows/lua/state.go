@@ -1,0 +1,442 @@
+package lua
+
+import (
+	"context"
+	"regexp"
+	"sort"
+	"strings"
+
+	glua "github.com/yuin/gopher-lua"
+	"go.uber.org/zap"
+)
+
+// state is one pooled Lua state with the sandbox built once.
+type state struct {
+	sb   *Sandbox
+	L    *glua.LState
+	ctx  context.Context
+	host Host
+	vars *Vars
+
+	exited  bool
+	exitVal *glua.LUserData
+
+	null       *glua.LUserData
+	emptyArray *glua.LUserData
+	arrayMT    *glua.LTable
+	proxyMT    *glua.LTable
+	bignumMT   *glua.LTable
+	headersMT  *glua.LTable
+
+	base       *glua.LTable // read-only globals
+	chunkEnvMT *glua.LTable
+	tplEnv     *glua.LTable
+	tplCache   map[string]glua.LValue
+
+	proxies    map[*glua.LTable]*proxy
+	mapProxies map[uintptr]*glua.LTable
+	pending    map[pendKey]pendVal
+}
+
+// Globals a chunk may use from Lua's base library.
+var safeBase = []string{"assert", "error", "next", "select", "tonumber", "tostring", "type", "unpack", "rawequal", "rawget", "setmetatable", "getmetatable", "_VERSION"}
+
+func newState(sb *Sandbox) *state {
+	L := glua.NewState(glua.Options{SkipOpenLibs: true, CallStackSize: callStackSize, RegistrySize: 1024 * 4, RegistryMaxSize: 1024 * 256})
+	for _, lib := range []struct {
+		name string
+		fn   glua.LGFunction
+	}{{glua.BaseLibName, glua.OpenBase}, {glua.TabLibName, glua.OpenTable}, {glua.StringLibName, glua.OpenString}, {glua.MathLibName, glua.OpenMath}} {
+		L.Push(L.NewFunction(lib.fn))
+		L.Push(glua.LString(lib.name))
+		L.Call(1, 0)
+	}
+	s := &state{sb: sb, L: L}
+	s.reset()
+	g := L.G.Global
+	s.exitVal = L.NewUserData()
+	s.null = L.NewUserData()
+	s.null.Metatable = s.protectedMT(map[string]glua.LValue{"__tostring": L.NewFunction(func(L *glua.LState) int { L.Push(glua.LString("null")); return 1 })})
+	s.emptyArray = L.NewUserData()
+	s.arrayMT = L.NewTable()
+	s.proxyMT = s.protectedMT(map[string]glua.LValue{
+		"__index":    L.NewFunction(s.proxyIndex),
+		"__newindex": L.NewFunction(s.proxyNewIndex),
+		"__len":      L.NewFunction(s.proxyLen),
+		"__pairs":    L.NewFunction(s.proxyPairs),
+	})
+	s.bignumMT = s.newBignumMT()
+	s.headersMT = s.protectedMT(map[string]glua.LValue{"__index": L.NewFunction(headersIndex)})
+
+	base := L.NewTable()
+	for _, n := range safeBase {
+		base.RawSetString(n, g.RawGetString(n))
+	}
+	base.RawSetString("print", L.NewFunction(s.print))
+	base.RawSetString("pairs", L.NewFunction(s.pairs))
+	base.RawSetString("ipairs", L.NewFunction(s.ipairs))
+	base.RawSetString("rawset", L.NewFunction(rawset))
+	base.RawSetString("pcall", s.guard(g.RawGetString("pcall").(*glua.LFunction).GFunction))
+	base.RawSetString("xpcall", s.guard(g.RawGetString("xpcall").(*glua.LFunction).GFunction))
+	base.RawSetString("require", L.NewFunction(s.require))
+
+	str := g.RawGetString("string").(*glua.LTable)
+	s.capStrings(str)
+	str.RawSetString("dump", glua.LNil)
+	str.RawSetString("__metatable", glua.LFalse) // getmetatable("") cannot reach the real table
+	tbl := g.RawGetString("table").(*glua.LTable)
+	s.capTables(tbl)
+	mth := g.RawGetString("math").(*glua.LTable)
+	mth.RawSetString("randomseed", glua.LNil)
+	base.RawSetString("string", s.readOnly(str))
+	base.RawSetString("table", s.readOnly(tbl))
+	base.RawSetString("math", s.readOnly(mth))
+	base.RawSetString("kong", s.readOnly(s.kongTable()))
+	base.RawSetString("ngx", s.readOnly(s.ngxTable()))
+	base.RawSetString("cjson", s.readOnly(s.cjsonTable(false)))
+	s.base = base
+
+	// Globals written by a chunk live in a per-call table over base.
+	s.chunkEnvMT = L.NewTable()
+	s.chunkEnvMT.RawSetString("__index", base)
+	s.chunkEnvMT.RawSetString("__metatable", glua.LFalse)
+
+	// Templates see a read-only environment.
+	s.tplEnv = L.NewTable()
+	s.tplEnv.Metatable = s.protectedMT(map[string]glua.LValue{
+		"__index":    L.NewFunction(s.tplIndex),
+		"__newindex": L.NewFunction(func(L *glua.LState) int { L.RaiseError("This environment is read-only"); return 0 }),
+	})
+	// Nothing may reach the unrestricted globals.
+	L.G.Global = L.NewTable()
+	return s
+}
+
+func (s *state) protectedMT(fields map[string]glua.LValue) *glua.LTable {
+	mt := s.L.NewTable()
+	for k, v := range fields {
+		mt.RawSetString(k, v)
+	}
+	mt.RawSetString("__metatable", glua.LFalse)
+	return mt
+}
+
+// readOnly returns an empty table reading through to t and refusing writes.
+func (s *state) readOnly(t *glua.LTable) *glua.LTable {
+	p := s.L.NewTable()
+	p.Metatable = s.protectedMT(map[string]glua.LValue{
+		"__index": t,
+		"__newindex": s.L.NewFunction(func(L *glua.LState) int {
+			L.RaiseError("attempt to modify a read-only table")
+			return 0
+		}),
+		"__pairs": s.L.NewFunction(func(L *glua.LState) int {
+			return s.pushSortedIter(L, t)
+		}),
+	})
+	return p
+}
+
+func (s *state) newChunkEnv() *glua.LTable {
+	env := s.L.NewTable()
+	env.Metatable = s.chunkEnvMT
+	return env
+}
+
+func (s *state) begin(ctx context.Context, h Host, v *Vars) {
+	s.ctx, s.host, s.vars = ctx, h, v
+	s.exited = false
+}
+
+func (s *state) reset() {
+	s.ctx, s.host, s.vars = nil, nil, nil
+	s.exited = false
+	s.proxies = map[*glua.LTable]*proxy{}
+	s.mapProxies = map[uintptr]*glua.LTable{}
+	s.pending = map[pendKey]pendVal{}
+	s.tplCache = map[string]glua.LValue{}
+}
+
+func (s *state) logger() *zap.Logger {
+	if s.host != nil {
+		if l := s.host.Logger(); l != nil {
+			return l
+		}
+	}
+	return s.sb.opts.Log
+}
+
+// guard wraps pcall/xpcall so they cannot swallow kong.response.exit or
+// the time limit.
+func (s *state) guard(f glua.LGFunction) *glua.LFunction {
+	return s.L.NewFunction(func(L *glua.LState) int {
+		n := f(L)
+		if s.exited {
+			L.Error(s.exitVal, 0)
+		}
+		if s.ctx != nil && s.ctx.Err() != nil {
+			L.RaiseError("%s", s.ctx.Err().Error())
+		}
+		return n
+	})
+}
+
+func (s *state) print(L *glua.LState) int {
+	parts := make([]string, L.GetTop())
+	for i := range parts {
+		parts[i] = L.ToStringMeta(L.Get(i + 1)).String()
+	}
+	s.logger().Info(strings.Join(parts, "\t"), zap.String("source", "lua print"))
+	return 0
+}
+
+func (s *state) require(L *glua.LState) int {
+	switch name := L.CheckString(1); name {
+	case "cjson":
+		L.Push(s.readOnly(s.cjsonTable(false)))
+	case "cjson.safe":
+		L.Push(s.readOnly(s.cjsonTable(true)))
+	default:
+		L.RaiseError("module '%s' not found (the sandbox allows only cjson and cjson.safe)", name)
+	}
+	return 1
+}
+
+func rawset(L *glua.LState) int {
+	t := L.CheckTable(1)
+	if mt, ok := t.Metatable.(*glua.LTable); ok && mt.RawGetString("__metatable") != glua.LNil {
+		L.RaiseError("cannot rawset a protected table")
+	}
+	t.RawSet(L.CheckAny(2), L.CheckAny(3))
+	L.SetTop(1)
+	return 1
+}
+
+// pairs honours __pairs (Lua 5.2) so live views and read-only tables
+// iterate.
+func (s *state) pairs(L *glua.LState) int {
+	t := L.CheckAny(1)
+	if mt, ok := L.GetMetaField(t, "__pairs").(*glua.LFunction); ok {
+		L.Push(mt)
+		L.Push(t)
+		L.Call(1, 3)
+		return 3
+	}
+	tb := L.CheckTable(1)
+	L.Push(L.NewFunction(func(L *glua.LState) int {
+		k, v := tb.Next(L.Get(2))
+		if k == glua.LNil {
+			L.Push(glua.LNil)
+			return 1
+		}
+		L.Push(k)
+		L.Push(v)
+		return 2
+	}))
+	L.Push(tb)
+	L.Push(glua.LNil)
+	return 3
+}
+
+// ipairs reads through __index so live lists iterate.
+func (s *state) ipairs(L *glua.LState) int {
+	t := L.CheckAny(1)
+	L.Push(L.NewFunction(func(L *glua.LState) int {
+		i := L.CheckInt(2) + 1
+		v := L.GetTable(L.Get(1), glua.LNumber(i))
+		if v == glua.LNil {
+			L.Push(glua.LNil)
+			return 1
+		}
+		L.Push(glua.LNumber(i))
+		L.Push(v)
+		return 2
+	}))
+	L.Push(t)
+	L.Push(glua.LNumber(0))
+	return 3
+}
+
+func (s *state) proxyPairs(L *glua.LState) int {
+	t := L.CheckTable(1)
+	p := s.proxies[t]
+	var keys []glua.LValue
+	if p != nil && p.m != nil {
+		ks := make([]string, 0, len(p.m))
+		for k := range p.m {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		for _, k := range ks {
+			keys = append(keys, glua.LString(k))
+		}
+	} else if p != nil {
+		for i := range p.getS() {
+			keys = append(keys, glua.LNumber(i+1))
+		}
+	}
+	i := 0
+	L.Push(L.NewFunction(func(L *glua.LState) int {
+		for i < len(keys) {
+			k := keys[i]
+			i++
+			v := L.GetTable(t, k)
+			if v != glua.LNil {
+				L.Push(k)
+				L.Push(v)
+				return 2
+			}
+		}
+		L.Push(glua.LNil)
+		return 1
+	}))
+	L.Push(t)
+	L.Push(glua.LNil)
+	return 3
+}
+
+func (s *state) pushSortedIter(L *glua.LState, t *glua.LTable) int {
+	var keys []string
+	t.ForEach(func(k, _ glua.LValue) {
+		if ks, ok := k.(glua.LString); ok && !strings.HasPrefix(string(ks), "__") {
+			keys = append(keys, string(ks))
+		}
+	})
+	sort.Strings(keys)
+	i := 0
+	L.Push(L.NewFunction(func(L *glua.LState) int {
+		if i >= len(keys) {
+			L.Push(glua.LNil)
+			return 1
+		}
+		k := keys[i]
+		i++
+		L.Push(glua.LString(k))
+		L.Push(t.RawGetString(k))
+		return 2
+	}))
+	L.Push(t)
+	L.Push(glua.LNil)
+	return 3
+}
+
+func headersIndex(L *glua.LState) int {
+	t := L.CheckTable(1)
+	k, ok := L.Get(2).(glua.LString)
+	if !ok {
+		L.Push(glua.LNil)
+		return 1
+	}
+	lk := strings.ToLower(string(k))
+	v := t.RawGetString(lk)
+	if v == glua.LNil {
+		v = t.RawGetString(strings.ReplaceAll(lk, "_", "-"))
+	}
+	L.Push(v)
+	return 1
+}
+
+// tplIndex resolves template variables lazily, once per call.
+func (s *state) tplIndex(L *glua.LState) int {
+	name := L.CheckString(2)
+	if v, ok := s.tplCache[name]; ok {
+		L.Push(v)
+		return 1
+	}
+	var v glua.LValue = glua.LNil
+	vars := s.vars
+	if vars == nil {
+		vars = &Vars{}
+	}
+	switch name {
+	case "headers":
+		v = s.headersTable(vars.Headers)
+	case "query_params":
+		t := s.toLuaCopy(vars.QueryParams(), 0)
+		v = t
+	case "uri_captures":
+		t := L.CreateTable(len(vars.Positional), len(vars.Named))
+		for i, c := range vars.Positional {
+			t.RawSetInt(i+1, glua.LString(c))
+		}
+		for k, c := range vars.Named {
+			t.RawSetString(k, glua.LString(c))
+		}
+		v = t
+	case "shared":
+		if m := vars.SharedMap(s.host); m != nil {
+			v = s.liveMap(m)
+		}
+	case "callouts":
+		if m, ok := vars.SharedMap(s.host)["callouts"].(map[string]any); ok && m != nil {
+			v = s.liveMap(m)
+		}
+	case "type":
+		v = s.base.RawGetString("type")
+	default:
+		v = s.base.RawGetString(name)
+	}
+	s.tplCache[name] = v
+	L.Push(v)
+	return 1
+}
+
+var fmtWidth = regexp.MustCompile(`%[-+ #0]*(\d{3,}|\d*\.\d{3,})`)
+
+// capStrings replaces the string functions that can build huge strings.
+func (s *state) capStrings(str *glua.LTable) {
+	max := s.sb.opts.MaxStringLen
+	rep := str.RawGetString("rep").(*glua.LFunction).GFunction
+	str.RawSetString("rep", s.L.NewFunction(func(L *glua.LState) int {
+		src := L.CheckString(1)
+		n := L.CheckInt(2)
+		if n > 0 && int64(len(src))*int64(n) > int64(max) {
+			L.RaiseError("string.rep: result too large (limit %d bytes)", max)
+		}
+		return rep(L)
+	}))
+	format := str.RawGetString("format").(*glua.LFunction).GFunction
+	str.RawSetString("format", s.L.NewFunction(func(L *glua.LState) int {
+		if fmtWidth.MatchString(L.CheckString(1)) {
+			L.RaiseError("invalid format (width or precision too long)")
+		}
+		return format(L)
+	}))
+	gsub := str.RawGetString("gsub").(*glua.LFunction).GFunction
+	str.RawSetString("gsub", s.L.NewFunction(func(L *glua.LState) int {
+		src := L.CheckString(1)
+		if r, ok := L.Get(3).(glua.LString); ok && int64(len(src)+1)*int64(len(r)) > int64(max) {
+			L.RaiseError("string.gsub: result may be too large (limit %d bytes)", max)
+		}
+		return gsub(L)
+	}))
+}
+
+func (s *state) capTables(tbl *glua.LTable) {
+	max := s.sb.opts.MaxStringLen
+	concat := tbl.RawGetString("concat").(*glua.LFunction).GFunction
+	tbl.RawSetString("concat", s.L.NewFunction(func(L *glua.LState) int {
+		t := L.CheckTable(1)
+		sep := len(L.OptString(2, ""))
+		total := 0
+		for i := 1; i <= t.Len(); i++ {
+			if v, ok := t.RawGetInt(i).(glua.LString); ok {
+				total += len(v) + sep
+			} else {
+				total += 24 + sep
+			}
+			if total > max {
+				L.RaiseError("table.concat: result too large (limit %d bytes)", max)
+			}
+		}
+		return concat(L)
+	}))
+	maxLen := s.sb.opts.MaxTableLen
+	insert := tbl.RawGetString("insert").(*glua.LFunction).GFunction
+	tbl.RawSetString("insert", s.L.NewFunction(func(L *glua.LState) int {
+		if L.CheckTable(1).Len() >= maxLen {
+			L.RaiseError("table.insert: table too large (limit %d entries)", maxLen)
+		}
+		return insert(L)
+	}))
+}
