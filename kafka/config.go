@@ -37,24 +37,24 @@ type Security struct {
 
 // conn holds the settings that identify a broker connection.
 type conn struct {
-	BootstrapServers []Server      `yaml:"bootstrap_servers"`
+	BootstrapServers []Server        `yaml:"bootstrap_servers"`
 	Authentication   *Authentication `yaml:"authentication"`
-	Security         *Security     `yaml:"security"`
-	Timeout          int           `yaml:"timeout"`
+	Security         *Security       `yaml:"security"`
+	Timeout          int             `yaml:"timeout"`
 }
 
 // producerSettings are Kong's kafka-upstream producer_* fields plus ours.
 type producerSettings struct {
-	ProducerRequestAcks                        int    `yaml:"producer_request_acks"`
-	ProducerRequestTimeout                     int    `yaml:"producer_request_timeout"`
-	ProducerRequestRetriesMaxAttempts          int    `yaml:"producer_request_retries_max_attempts"`
-	ProducerRequestRetriesBackoffTimeout       int    `yaml:"producer_request_retries_backoff_timeout"`
-	ProducerRequestLimitsMessagesPerRequest    int    `yaml:"producer_request_limits_messages_per_request"`
-	ProducerRequestLimitsBytesPerRequest       int    `yaml:"producer_request_limits_bytes_per_request"`
-	ProducerAsyncFlushTimeout                  int    `yaml:"producer_async_flush_timeout"`
-	ProducerAsyncBufferingLimitsMessagesInMemory int  `yaml:"producer_async_buffering_limits_messages_in_memory"`
-	Compression                                string `yaml:"compression"`
-	MaxMessageBytes                            int    `yaml:"max_message_bytes"`
+	ProducerRequestAcks                          int    `yaml:"producer_request_acks"`
+	ProducerRequestTimeout                       int    `yaml:"producer_request_timeout"`
+	ProducerRequestRetriesMaxAttempts            int    `yaml:"producer_request_retries_max_attempts"`
+	ProducerRequestRetriesBackoffTimeout         int    `yaml:"producer_request_retries_backoff_timeout"`
+	ProducerRequestLimitsMessagesPerRequest      int    `yaml:"producer_request_limits_messages_per_request"`
+	ProducerRequestLimitsBytesPerRequest         int    `yaml:"producer_request_limits_bytes_per_request"`
+	ProducerAsyncFlushTimeout                    int    `yaml:"producer_async_flush_timeout"`
+	ProducerAsyncBufferingLimitsMessagesInMemory int    `yaml:"producer_async_buffering_limits_messages_in_memory"`
+	Compression                                  string `yaml:"compression"`
+	MaxMessageBytes                              int    `yaml:"max_message_bytes"`
 }
 
 func defaultProducerSettings() producerSettings {
@@ -67,8 +67,8 @@ func defaultProducerSettings() producerSettings {
 		ProducerRequestLimitsBytesPerRequest:         1048576,
 		ProducerAsyncFlushTimeout:                    1000,
 		ProducerAsyncBufferingLimitsMessagesInMemory: 50000,
-		Compression:                                  "none",
-		MaxMessageBytes:                              1048576,
+		Compression:     "none",
+		MaxMessageBytes: 1048576,
 	}
 }
 

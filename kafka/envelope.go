@@ -320,7 +320,9 @@ func headerValue(hs []*sarama.RecordHeader, name string) []byte {
 	return nil
 }
 
-func rh(k, v string) sarama.RecordHeader { return sarama.RecordHeader{Key: []byte(k), Value: []byte(v)} }
+func rh(k, v string) sarama.RecordHeader {
+	return sarama.RecordHeader{Key: []byte(k), Value: []byte(v)}
+}
 
 func splitBody(b []byte) ([]byte, string) {
 	if len(b) == 0 {
@@ -354,3 +356,9 @@ func validHeaderValue(s string) bool {
 	}
 	return true
 }
+
+// RequestBodyOf returns a request's body whichever field carries it.
+func RequestBodyOf(r *kafkav1.Request) []byte { return requestBody(r) }
+
+// ReplyBodyOf returns a reply's body whichever field carries it.
+func ReplyBodyOf(r *kafkav1.Reply) []byte { return replyBody(r) }

@@ -86,8 +86,8 @@ type requestReply struct {
 	replies    *replyConsumer
 }
 
-func (*requestReply) Name() string       { return "kafka-request-reply" }
-func (*requestReply) Priority() int      { return RequestReplyPriority }
+func (*requestReply) Name() string         { return "kafka-request-reply" }
+func (*requestReply) Priority() int        { return RequestReplyPriority }
 func (p *requestReply) Needs() flows.Needs { return flows.Needs{RequestBody: p.fwdBody} }
 
 func newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
