@@ -762,3 +762,38 @@ func BenchmarkFlowCallout(b *testing.B) {
 		}
 	})
 }
+
+// Odd requests never panic: they either reach the flow or fail it.
+func TestFlowCalloutOddRequests(t *testing.T) {
+	fs := newFlowServer(t, 200, `{}`)
+	s := loadFlows(t, seedConfig(fs.URL, ""))
+	for name, mut := range map[string]func(*Request){
+		"empty method":     func(r *Request) { r.Method = "" },
+		"bad method":       func(r *Request) { r.Method = "GE T" },
+		"header newline":   func(r *Request) { r.Headers["x-bad"] = []string{"a\nb"} },
+		"bad header name":  func(r *Request) { r.Headers["x bad"] = []string{"v"} },
+		"pseudo header":    func(r *Request) { r.Headers[":path"] = []string{"/x"} },
+		"no leading slash": func(r *Request) { r.Path = "api" },
+		"junk query":       func(r *Request) { r.RawQuery = "%zz&a=%&#" },
+		"nil headers":      func(r *Request) { r.Headers = nil },
+		"empty path":       func(r *Request) { r.Path = "" },
+		"huge header":      func(r *Request) { r.Headers["x-big"] = []string{strings.Repeat("a", 1<<20)} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			x := mainExchange(s, "orders")
+			mut(&x.Request)
+			if x.Request.Headers == nil {
+				x.Request.Headers = Headers{}
+			}
+			if err := x.Route.Pipeline.Run(context.Background(), PhaseAccess, x, nil); err != nil {
+				t.Fatal(err)
+			}
+			if x.Reply != nil && x.Reply.Status != 403 {
+				t.Errorf("reply %d", x.Reply.Status)
+			}
+			if x.Reply == nil && storedResult(t, x, "security_check_result")["status"] != 200 {
+				t.Errorf("continued without a 200: %#v", x.Shared["security_check_result"])
+			}
+		})
+	}
+}
