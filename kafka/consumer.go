@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,17 +194,21 @@ func (r *replyConsumer) session() error {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer client.Close()
-	parts := []int32{r.partition}
-	if r.partition < 0 {
-		if err := client.RefreshMetadata(r.topic); err != nil {
-			return fmt.Errorf("reading metadata of %q: %w", r.topic, err)
+	if err := client.RefreshMetadata(r.topic); err != nil {
+		return fmt.Errorf("reading metadata of %q: %w", r.topic, err)
+	}
+	parts, err := client.Partitions(r.topic)
+	if err != nil {
+		return fmt.Errorf("listing partitions of %q: %w", r.topic, err)
+	}
+	if len(parts) == 0 {
+		return fmt.Errorf("topic %q has no partitions", r.topic)
+	}
+	if r.partition >= 0 {
+		if !slices.Contains(parts, r.partition) {
+			return fmt.Errorf("topic %q has no partition %d", r.topic, r.partition)
 		}
-		if parts, err = client.Partitions(r.topic); err != nil {
-			return fmt.Errorf("listing partitions of %q: %w", r.topic, err)
-		}
-		if len(parts) == 0 {
-			return fmt.Errorf("topic %q has no partitions", r.topic)
-		}
+		parts = []int32{r.partition}
 	}
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {

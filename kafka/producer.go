@@ -64,6 +64,13 @@ func (p *producer) connect() {
 		}
 		client, err := sarama.NewClient(p.addrs, p.cfg)
 		if err == nil {
+			// NewClient does not talk to a broker when Metadata.Full is
+			// off; this does, so "ready" means connected and authenticated.
+			if err = client.RefreshMetadata(); err != nil {
+				_ = client.Close()
+			}
+		}
+		if err == nil {
 			var ap sarama.AsyncProducer
 			ap, err = sarama.NewAsyncProducerFromClient(client)
 			if err == nil {
