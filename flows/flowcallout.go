@@ -227,6 +227,9 @@ func (p *flowCallout) Access(ctx context.Context, x *Exchange) error {
 	}
 	start := time.Now()
 	depth, _ := ctx.Value(flowDepthKey{}).(int)
+	if x.Shared == nil {
+		x.Shared = map[string]any{}
+	}
 	sub := p.subExchange(x)
 	var out flowOutcome
 	if depth >= maxFlowDepth {
@@ -244,7 +247,8 @@ func (p *flowCallout) Access(ctx context.Context, x *Exchange) error {
 	if failed {
 		x.Log.Debug("shared flow failed", flowLogFields(p.svc.Name, out)...)
 		if !p.cont {
-			x.Respond(p.status, Headers{"content-type": {"application/json"}}, p.errBody)
+			// A copy: later plugins may change the reply body in place.
+			x.Respond(p.status, Headers{"content-type": {"application/json"}}, bytes.Clone(p.errBody))
 			return nil
 		}
 	}
