@@ -1,7 +1,6 @@
 package envoy
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -109,7 +108,7 @@ func (m *headerMap) proto() *corev3.HeaderMap {
 // rules is a compiled HeaderMutationRules.
 type rules struct {
 	allowAllRouting, allowEnvoy, disallowSystem, disallowAll, disallowIsError bool
-	allow, disallow                                                        *regexp.Regexp
+	allow, disallow                                                           *regexp.Regexp
 }
 
 func compileRules(r *mutationrulesv3.HeaderMutationRules) (*rules, error) {
@@ -403,5 +402,3 @@ func mutatedLen(bm *extprocv3.BodyMutation) (int, bool) {
 	}
 	return 0, false
 }
-
-var errNoMutation = errors.New("no mutation")
