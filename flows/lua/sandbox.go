@@ -271,7 +271,10 @@ func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out a
 	L.RemoveContext()
 	exited := st.exited
 	if perr == nil && c.expr {
-		out = st.toGo(L.Get(-1), 0)
+		var cerr error
+		if out, cerr = st.toGoErr(L.Get(-1), 0); cerr != nil {
+			perr = cerr
+		}
 	}
 	st.flush()
 	L.SetTop(0)

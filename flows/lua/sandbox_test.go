@@ -32,17 +32,20 @@ func newHost() *testHost {
 	return &testHost{phase: "access", method: "GET", path: "/p", headers: map[string][]string{}, respH: map[string][]string{}, shared: map[string]any{}}
 }
 
-func (h *testHost) Phase() string                        { return h.phase }
-func (h *testHost) Method() string                       { return h.method }
-func (h *testHost) Scheme() string                       { return "http" }
-func (h *testHost) Host() string                         { return "example.test" }
-func (h *testHost) Port() int                            { return 80 }
-func (h *testHost) Path() string                         { return h.path }
-func (h *testHost) RawQuery() string                     { return h.query }
-func (h *testHost) Headers() map[string][]string         { return h.headers }
-func (h *testHost) Body() ([]byte, bool)                 { return h.body, h.hasBody }
-func (h *testHost) SetHeader(n, v string)                { h.headers[strings.ToLower(n)] = []string{v} }
-func (h *testHost) AddHeader(n, v string)                { k := strings.ToLower(n); h.headers[k] = append(h.headers[k], v) }
+func (h *testHost) Phase() string                { return h.phase }
+func (h *testHost) Method() string               { return h.method }
+func (h *testHost) Scheme() string               { return "http" }
+func (h *testHost) Host() string                 { return "example.test" }
+func (h *testHost) Port() int                    { return 80 }
+func (h *testHost) Path() string                 { return h.path }
+func (h *testHost) RawQuery() string             { return h.query }
+func (h *testHost) Headers() map[string][]string { return h.headers }
+func (h *testHost) Body() ([]byte, bool)         { return h.body, h.hasBody }
+func (h *testHost) SetHeader(n, v string)        { h.headers[strings.ToLower(n)] = []string{v} }
+func (h *testHost) AddHeader(n, v string) {
+	k := strings.ToLower(n)
+	h.headers[k] = append(h.headers[k], v)
+}
 func (h *testHost) ClearHeader(n string)                 { delete(h.headers, strings.ToLower(n)) }
 func (h *testHost) SetPath(p string)                     { h.path = p }
 func (h *testHost) SetRawQuery(q string)                 { h.query = q }
@@ -55,12 +58,12 @@ func (h *testHost) AddResponseHeader(n, v string) {
 	k := strings.ToLower(n)
 	h.respH[k] = append(h.respH[k], v)
 }
-func (h *testHost) ClearResponseHeader(n string)   { delete(h.respH, strings.ToLower(n)) }
-func (h *testHost) SetStatus(c int)                { h.status = c }
-func (h *testHost) ResponseBody() ([]byte, bool)   { return h.respBody, h.respBody != nil }
-func (h *testHost) SetResponseBody(b []byte)       { h.respBody = b }
-func (h *testHost) Shared() map[string]any         { return h.shared }
-func (h *testHost) Logger() *zap.Logger            { return zap.NewNop() }
+func (h *testHost) ClearResponseHeader(n string) { delete(h.respH, strings.ToLower(n)) }
+func (h *testHost) SetStatus(c int)              { h.status = c }
+func (h *testHost) ResponseBody() ([]byte, bool) { return h.respBody, h.respBody != nil }
+func (h *testHost) SetResponseBody(b []byte)     { h.respBody = b }
+func (h *testHost) Shared() map[string]any       { return h.shared }
+func (h *testHost) Logger() *zap.Logger          { return zap.NewNop() }
 func (h *testHost) Vault(ref string) (string, error) {
 	if ref == "{vault://env/token}" {
 		return "s3cret", nil

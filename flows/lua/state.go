@@ -138,7 +138,7 @@ func (s *state) readOnly(t *glua.LTable) *glua.LTable {
 }
 
 func (s *state) newChunkEnv() *glua.LTable {
-	env := s.L.NewTable()
+	env := s.L.CreateTable(0, 4)
 	env.Metatable = s.chunkEnvMT
 	return env
 }
@@ -151,10 +151,16 @@ func (s *state) begin(ctx context.Context, h Host, v *Vars) {
 func (s *state) reset() {
 	s.ctx, s.host, s.vars = nil, nil, nil
 	s.exited = false
-	s.proxies = map[*glua.LTable]*proxy{}
-	s.mapProxies = map[uintptr]*glua.LTable{}
-	s.pending = map[pendKey]pendVal{}
-	s.tplCache = map[string]glua.LValue{}
+	if s.proxies == nil {
+		s.proxies = map[*glua.LTable]*proxy{}
+		s.mapProxies = map[uintptr]*glua.LTable{}
+		s.pending = map[pendKey]pendVal{}
+		s.tplCache = map[string]glua.LValue{}
+	}
+	clear(s.proxies)
+	clear(s.mapProxies)
+	clear(s.pending)
+	clear(s.tplCache)
 }
 
 func (s *state) logger() *zap.Logger {

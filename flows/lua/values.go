@@ -459,7 +459,7 @@ func (s *state) liveMap(m map[string]any) *glua.LTable {
 	if t, ok := s.mapProxies[id]; ok {
 		return t
 	}
-	t := s.L.NewTable()
+	t := s.L.CreateTable(0, 0)
 	t.Metatable = s.proxyMT
 	s.proxies[t] = &proxy{m: m}
 	s.mapProxies[id] = t
@@ -467,7 +467,7 @@ func (s *state) liveMap(m map[string]any) *glua.LTable {
 }
 
 func (s *state) liveSlice(get func() []any, set func([]any)) *glua.LTable {
-	t := s.L.NewTable()
+	t := s.L.CreateTable(0, 0)
 	t.Metatable = s.proxyMT
 	s.proxies[t] = &proxy{getS: get, setS: set}
 	return t
