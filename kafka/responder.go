@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -166,5 +167,27 @@ func (r *Responder) handle(ctx context.Context, prod *producer, names HeaderName
 	defer cancel()
 	if err := prod.Produce(pctx, msg, true, pin); err != nil {
 		log.Warn("responder: producing reply", zap.Error(err))
+	}
+}
+
+// EchoHandler answers 200 with a JSON description of the request
+// (method, path, query, headers, body as text) and the header
+// x-correlation-id. It is the example responder's and the demo's handler.
+func EchoHandler(_ context.Context, req *kafkav1.Request) *kafkav1.Reply {
+	hs := map[string][]string{}
+	for _, h := range req.GetHeaders() {
+		hs[h.GetName()] = append(hs[h.GetName()], h.GetValue())
+	}
+	body, _ := json.Marshal(map[string]any{
+		"method": req.GetMethod(), "path": req.GetPath(), "query": req.GetQuery(),
+		"headers": hs, "body": string(RequestBodyOf(req)), "correlation_id": req.GetCorrelationId(),
+	})
+	return &kafkav1.Reply{
+		Status: 200,
+		Headers: []*kafkav1.Header{
+			{Name: "content-type", Value: "application/json"},
+			{Name: "x-correlation-id", Value: req.GetCorrelationId()},
+		},
+		Body: body,
 	}
 }
