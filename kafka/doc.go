@@ -1,0 +1,101 @@
+// Package kafka implements the kafka-request-reply and kafka-upstream
+// plugins (contract §5 and §6), the Kafka envelope codec, and Responder,
+// the service side used by examples/kafka-responder and `sidecall demo`.
+//
+// # Request-reply
+//
+// Access registers a ReplyWaiter for the correlation ID before producing,
+// produces the request (waiting for the broker's ack per
+// producer_request_acks), then waits for the waiter, the request context or
+// a timer of reply_timeout started before the produce. The reply's status,
+// headers and body answer the client through Exchange.Respond.
+//
+// Errors are flows.HTTPError whose message ends with "(correlation id ID)"
+// and which carry the correlation header (correlation_header, lower-cased)
+// in Headers: 504 no reply in time (and a produce that outlives the
+// timeout), 503 brokers unreachable or reply consumer not yet positioned,
+// 503 pending map full, 502 produce refused by the broker, 502 a matched
+// reply that cannot be decoded, 409 a client-given correlation ID already
+// waiting, 499 the client went away.
+//
+// # Choices where the spec is silent
+//
+//   - Resources: one sarama async producer per (brokers, auth, TLS,
+//     producer settings) and one reply consumer per (brokers, auth, TLS,
+//     reply topic, reply_partition, correlation header name), both from
+//     flows.Resources so routes and reloads share them. Both connect in the
+//     background (a config load never waits on the network) and retry with
+//     backoff up to 2 s. Ready(res) is true once every producer has fetched
+//     metadata and every reply consumer has resolved the newest offset of
+//     each of its partitions.
+//   - The reply consumer reads without a consumer group from the newest
+//     offset. If a partition consumer stops (for example the broker lost its
+//     log and the offset is out of range) the whole session restarts at the
+//     newest offsets; readiness is false meanwhile. Partitions added to the
+//     reply topic later are picked up only on such a restart.
+//   - Correlation: the ID comes from correlation_id_header when set and
+//     present, else a random UUID (text). Replies are matched by the
+//     correlation record header, else the envelope's correlation_id. A
+//     16-byte non-text header (Spring's binaryCorrelation) is read as a UUID.
+//     Timed-out IDs are remembered for 5 minutes (at most 100000) to count
+//     a later reply as late rather than unknown.
+//   - max_pending is checked against the shared reply consumer's map, so
+//     it bounds every route using that consumer.
+//   - Producer retries default to 3 for kafka-request-reply (Kong's 10 for
+//     kafka-upstream) so an outage is a quick 503, not a timeout; metadata
+//     retries are 1 with 100 ms backoff. sarama batches only what queues
+//     while a request is in flight (no linger): the Kong fields
+//     producer_request_limits_bytes_per_request, producer_async_flush_timeout
+//     and producer_async_buffering_limits_messages_in_memory are accepted but
+//     unused; producer_request_limits_messages_per_request caps a batch.
+//   - compression (none, gzip, snappy, lz4, zstd) and max_message_bytes are
+//     ours; timeout (ms, default 10000) is Kong's socket timeout.
+//   - Security: ssl enables TLS with verification unless ssl_verify is
+//     false; certificate_id (mTLS) is ignored with a warning;
+//     authentication.tokenauth is rejected. SCRAM is implemented here
+//     (RFC 5802, no channel binding) so no SCRAM module is needed.
+//   - Record key: the correlation ID, or the value of the request header
+//     named by key (no key when the header is absent).
+//
+// # Envelope (proto/sidecall/kafka/v1/envelope.proto)
+//
+// json: protojson with snake_case names; a body that is valid UTF-8 is
+// written as body_text, any other body as body (base64). protobuf: binary,
+// always body. Readers accept both fields. The deadline is an RFC 3339
+// timestamp in JSON. Request record headers always carry the correlation
+// ID, the reply topic and, when pinned, the reply partition as a 4-byte
+// big-endian int (Spring); readers also accept a decimal string.
+//
+// raw: the record value is the body. Request metadata goes in record
+// headers sidecall_method, sidecall_path, sidecall_query, sidecall_deadline
+// (unix ms) plus each HTTP header under its own lower-case name. A raw
+// reply's status is the sidecall_status header (default 200); every other
+// record header becomes a response header except the correlation and reply
+// headers and names starting with kafka_, sidecall_ or __.
+//
+// A reply status must be 100-599 (0 means 200); header fields that are not
+// valid HTTP are dropped.
+//
+// # kafka-upstream
+//
+// Kong's envelope from its handler: method, headers (lower-case, arrays for
+// repeats), uri (path with query), uri_args, body, body_args (parsed JSON,
+// form or multipart fields) and body_base64 when the content type is
+// neither parsed nor one of Kong's raw types (compared as the whole header
+// value, as Kong does). A JSON body that does not parse is sent without
+// body_args. producer_async true answers after the record is enqueued,
+// false after the ack. Errors answer Kong's 502
+// {"message":"Bad Gateway","error":"could not send message to topic"}
+// (the Kafka error text with error_handling.return_error_message).
+// topics_query_arg, allowed_topics and key_query_arg are supported;
+// message_by_lua_functions, headers and schema_registry are config errors
+// ("not supported yet"); keepalive and cluster_name are accepted and unused
+// (producers are shared by settings).
+//
+// # Metrics
+//
+// Collectors returns sidecall_kafka_produced_total{topic,result},
+// sidecall_kafka_replies_total{reply_topic,result=matched|late|unknown|malformed},
+// sidecall_kafka_requests_total{topic,outcome}, sidecall_kafka_pending{reply_topic}
+// and sidecall_kafka_reply_latency_seconds{reply_topic}.
+package kafka
