@@ -155,7 +155,7 @@ func TestConcurrentNoCrossTalk(t *testing.T) {
 		return &kafkav1.Reply{Status: 200, BodyText: "for " + string(RequestBodyOf(req))}
 	})
 	waitReady(t, res)
-	const n = 300
+	const n = 500
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
