@@ -1,0 +1,346 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/sidecall/sidecall/flows/expr"
+	"github.com/sidecall/sidecall/flows/lua"
+	"go.uber.org/zap"
+)
+
+// The process-wide Lua sandbox: every chunk and template runs on its
+// pooled states.
+var luaSandbox atomic.Pointer[lua.Sandbox]
+
+func init() { luaSandbox.Store(lua.New(lua.Options{})) }
+
+// ConfigureLua replaces the Lua sandbox (time limit, caps, pool size);
+// call it at start-up, before serving.
+func ConfigureLua(o lua.Options) {
+	if old := luaSandbox.Swap(lua.New(o)); old != nil {
+		old.Close()
+	}
+}
+
+// LuaSandbox returns the sandbox chunks and templates run on.
+func LuaSandbox() *lua.Sandbox { return luaSandbox.Load() }
+
+// Template parses a $(...) template; a problem is reported at at and nil
+// returned.
+func (b *Builder) Template(src string, at Path) *expr.Template {
+	t, err := expr.Parse(src)
+	if err != nil {
+		b.Errorf(at, "%v", err)
+		return nil
+	}
+	return t
+}
+
+// templateVars are the template variables of x.
+func templateVars(x *Exchange) *lua.Vars {
+	if x.Shared == nil {
+		x.Shared = map[string]any{}
+	}
+	return &lua.Vars{
+		Headers:    x.Request.Headers,
+		RawQuery:   x.Request.RawQuery,
+		Named:      x.Captures.Named,
+		Positional: x.Captures.Positional,
+		Shared:     x.Shared,
+	}
+}
+
+// RenderString renders t for x. A Lua error or timeout is an error
+// (lua.RuntimeError or lua.TimeoutError inside).
+func RenderString(ctx context.Context, t *expr.Template, x *Exchange) (string, error) {
+	if t == nil {
+		return "", nil
+	}
+	if t.IsLiteral() {
+		return t.Source(), nil
+	}
+	return t.Render(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+}
+
+// RenderValue renders t for x keeping the type of a single whole-value
+// placeholder (map[string]any, []any, int64, float64, bool, nil); any
+// other template gives a string.
+func RenderValue(ctx context.Context, t *expr.Template, x *Exchange) (any, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if t.IsLiteral() {
+		return t.Source(), nil
+	}
+	return t.Value(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+}
+
+// LuaChunk is Lua code from the config, compiled at load.
+type LuaChunk struct {
+	chunk  *lua.Chunk
+	path   Path
+	dir    string
+	lookup func(string) (string, bool)
+	phase  string // overrides the Exchange's phase ("rewrite")
+}
+
+// Lua compiles a chunk; a syntax error is reported at at and nil returned.
+func (b *Builder) Lua(src string, at Path) *LuaChunk {
+	c, err := lua.Compile(src, string(at))
+	if err != nil {
+		b.Errorf(at, "lua syntax error: %v", err)
+		return nil
+	}
+	return &LuaChunk{chunk: c, path: at, dir: b.Dir, lookup: b.LookupEnv}
+}
+
+// Path is where the chunk was configured.
+func (c *LuaChunk) Path() Path { return c.path }
+
+// Callouts are the kong.ctx.shared.callouts.<name> the chunk reads.
+func (c *LuaChunk) Callouts() []string { return append([]string(nil), c.chunk.Refs().Callouts...) }
+
+// ReadsCalloutsDynamically tells whether the chunk may read callouts whose
+// names cannot be known statically.
+func (c *LuaChunk) ReadsCalloutsDynamically() bool { return c.chunk.Refs().DynamicCallouts }
+
+// UsesKong tells whether the chunk may use a PDK path such as
+// "kong.request.get_body" (true when kong is used dynamically).
+func (c *LuaChunk) UsesKong(path string) bool { return c.chunk.Refs().UsesKong(path) }
+
+// Run runs the chunk with the PDK bound to x in x.Phase.
+// kong.response.exit sets x.Reply and returns nil. A Lua error or timeout
+// is logged with the chunk's path and returned as a 500 *HTTPError whose
+// Err is the *lua.RuntimeError or *lua.TimeoutError.
+func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
+	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup})
+	if err == nil {
+		return nil
+	}
+	log := x.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var te *lua.TimeoutError
+	if errors.As(err, &te) {
+		log.Error("lua chunk timed out", zap.String("chunk", string(c.path)), zap.Error(err))
+	} else {
+		log.Error("lua chunk failed", zap.String("chunk", string(c.path)), zap.Error(err))
+	}
+	return &HTTPError{Status: 500, Message: "An unexpected error occurred", Err: err}
+}
+
+// IsLuaTimeout tells whether err comes from a Lua time limit.
+func IsLuaTimeout(err error) bool {
+	var te *lua.TimeoutError
+	return errors.As(err, &te)
+}
+
+// IsLuaError tells whether err comes from a Lua runtime error.
+func IsLuaError(err error) bool {
+	var re *lua.RuntimeError
+	return errors.As(err, &re)
+}
+
+// exchangeHost is the PDK's view of an Exchange.
+type exchangeHost struct {
+	x      *Exchange
+	phase  string
+	dir    string
+	lookup func(string) (string, bool)
+}
+
+var _ lua.Host = (*exchangeHost)(nil)
+
+func (h *exchangeHost) Phase() string {
+	if h.phase != "" {
+		return h.phase
+	}
+	return h.x.Phase.String()
+}
+
+func (h *exchangeHost) Method() string { return h.x.Request.Method }
+
+func (h *exchangeHost) Scheme() string {
+	if h.x.Request.Scheme == "" {
+		return "http"
+	}
+	return h.x.Request.Scheme
+}
+
+func (h *exchangeHost) Host() string {
+	a := h.x.Request.Authority
+	if host, _, err := net.SplitHostPort(a); err == nil {
+		return host
+	}
+	return a
+}
+
+func (h *exchangeHost) Port() int {
+	if _, p, err := net.SplitHostPort(h.x.Request.Authority); err == nil {
+		if n, err := strconv.Atoi(p); err == nil {
+			return n
+		}
+	}
+	if h.Scheme() == "https" {
+		return 443
+	}
+	return 80
+}
+
+func (h *exchangeHost) Path() string                 { return h.x.Request.Path }
+func (h *exchangeHost) RawQuery() string             { return h.x.Request.RawQuery }
+func (h *exchangeHost) Headers() map[string][]string { return h.x.Request.Headers }
+func (h *exchangeHost) Body() ([]byte, bool)         { return h.x.Request.Body, h.x.Request.HasBody }
+func (h *exchangeHost) SetHeader(n, v string)        { h.x.SetHeader(n, v) }
+func (h *exchangeHost) AddHeader(n, v string)        { h.x.AddHeader(n, v) }
+func (h *exchangeHost) ClearHeader(n string)         { h.x.ClearHeader(n) }
+func (h *exchangeHost) SetPath(p string)             { h.x.SetPath(p) }
+func (h *exchangeHost) SetRawQuery(q string)         { h.x.SetRawQuery(q) }
+func (h *exchangeHost) SetMethod(m string)           { h.x.SetMethod(m) }
+func (h *exchangeHost) SetBody(b []byte)             { h.x.SetBody(b) }
+
+func (h *exchangeHost) Status() int {
+	if h.x.Reply != nil {
+		return h.x.Reply.Status
+	}
+	return h.x.Response.Status
+}
+
+func (h *exchangeHost) ResponseHeaders() map[string][]string {
+	if h.x.Reply != nil {
+		return h.x.Reply.Headers
+	}
+	if h.x.Response.Headers == nil {
+		return map[string][]string{}
+	}
+	return h.x.Response.Headers
+}
+
+// respHeaders makes sure a response header map exists: kong.response.*
+// header setters may run in access, before the upstream answered.
+func (h *exchangeHost) respHeaders() {
+	if h.x.Reply == nil && h.x.Response.Headers == nil {
+		h.x.Response.Headers = Headers{}
+	}
+}
+
+func (h *exchangeHost) SetResponseHeader(n, v string) { h.respHeaders(); h.x.SetResponseHeader(n, v) }
+func (h *exchangeHost) AddResponseHeader(n, v string) { h.respHeaders(); h.x.AddResponseHeader(n, v) }
+func (h *exchangeHost) ClearResponseHeader(n string)  { h.respHeaders(); h.x.ClearResponseHeader(n) }
+
+func (h *exchangeHost) SetStatus(code int) {
+	if h.x.Reply != nil {
+		h.x.Reply.Status = code
+		return
+	}
+	h.x.SetResponseStatus(code)
+}
+
+func (h *exchangeHost) ResponseBody() ([]byte, bool) {
+	if h.x.Reply != nil {
+		return h.x.Reply.Body, true
+	}
+	return h.x.Response.Body, h.x.Response.HasBody
+}
+
+func (h *exchangeHost) SetResponseBody(b []byte) {
+	if h.x.Reply != nil {
+		h.x.Reply.Body = b
+		return
+	}
+	h.x.SetResponseBody(b)
+}
+
+func (h *exchangeHost) Exit(status int, body []byte, headers map[string][]string) {
+	h.x.Respond(status, Headers(headers), body)
+}
+
+func (h *exchangeHost) Shared() map[string]any {
+	if h.x.Shared == nil {
+		h.x.Shared = map[string]any{}
+	}
+	return h.x.Shared
+}
+
+func (h *exchangeHost) Logger() *zap.Logger {
+	if h.x.Log == nil {
+		return zap.NewNop()
+	}
+	return h.x.Log
+}
+
+func (h *exchangeHost) Vault(ref string) (string, error) {
+	return ResolveVault(ref, h.dir, h.lookup)
+}
+
+// Var is the ngx.var subset sidecall knows.
+func (h *exchangeHost) Var(name string) (string, bool) {
+	r := &h.x.Request
+	switch name {
+	case "request_method":
+		return r.Method, true
+	case "uri":
+		return r.Path, true
+	case "request_uri":
+		if r.RawQuery != "" {
+			return r.Path + "?" + r.RawQuery, true
+		}
+		return r.Path, true
+	case "args", "query_string":
+		return r.RawQuery, true
+	case "is_args":
+		if r.RawQuery != "" {
+			return "?", true
+		}
+		return "", true
+	case "host", "server_name":
+		return h.Host(), true
+	case "http_host":
+		return r.Authority, true
+	case "scheme":
+		return h.Scheme(), true
+	case "server_port":
+		return strconv.Itoa(h.Port()), true
+	case "request_id":
+		return h.x.ID, true
+	case "remote_addr", "remote_port":
+		a := h.x.Attributes["source.address"]
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return a, a != ""
+		}
+		if name == "remote_port" {
+			return port, true
+		}
+		return host, true
+	case "status":
+		if s := h.Status(); s != 0 {
+			return strconv.Itoa(s), true
+		}
+		return "", false
+	}
+	if n, ok := strings.CutPrefix(name, "http_"); ok {
+		v := r.Headers.Get(strings.ReplaceAll(n, "_", "-"))
+		return v, r.Headers.Has(strings.ReplaceAll(n, "_", "-"))
+	}
+	if n, ok := strings.CutPrefix(name, "arg_"); ok {
+		v, ok := lua.ParseQuery(r.RawQuery)[n]
+		if !ok {
+			return "", false
+		}
+		if l, isList := v.([]any); isList && len(l) > 0 {
+			v = l[0]
+		}
+		if s, isStr := v.(string); isStr {
+			return s, true
+		}
+		return "", true
+	}
+	return "", false
+}
