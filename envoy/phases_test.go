@@ -417,3 +417,69 @@ func TestResponsePath(t *testing.T) {
 		}
 	})
 }
+
+func TestStreamedVariants(t *testing.T) {
+	upper := answer(func(m *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
+		var b []byte
+		if m.GetRequestBody() != nil {
+			b = m.GetRequestBody().GetBody()
+		} else if m.GetResponseBody() != nil {
+			b = m.GetResponseBody().GetBody()
+		} else {
+			return contAll(m)
+		}
+		return []*extprocv3.ProcessingResponse{reply(m, &extprocv3.CommonResponse{
+			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: []byte(strings.ToUpper(string(b)))}}})}
+	})
+	t.Run("response_streamed", func(t *testing.T) {
+		e := setup(t, upper, Config{ProcessingMode: &ProcessingMode{RequestHeaderMode: skip, ResponseHeaderMode: send, ResponseBodyMode: streamed}})
+		res, body := e.do(t, "GET", "/", "")
+		wantStatus(t, res, 200)
+		if body != "UPSTREAM:" || res.Header.Get("Content-Length") != "" {
+			t.Fatalf("body %q headers %v", body, res.Header)
+		}
+		if k := strings.Join(e.p.LastTrace().SentKinds(), ","); k != "response_headers,response_body" {
+			t.Fatalf("kinds %s", k)
+		}
+		if !e.p.LastTrace().ClosedEarly {
+			t.Fatal("STREAMED stream should close once the last chunk is answered")
+		}
+	})
+	t.Run("send_body_without_waiting", func(t *testing.T) {
+		e := setup(t, upper, Config{SendBodyWithoutWaiting: true,
+			ProcessingMode: &ProcessingMode{RequestHeaderMode: send, ResponseHeaderMode: skip, RequestBodyMode: streamed}})
+		res, _ := e.do(t, "POST", "/", "abc")
+		wantStatus(t, res, 200)
+		if s := e.up.last(t); s.Body != "ABC" {
+			t.Fatalf("upstream %+v", s)
+		}
+		if !e.p.LastTrace().SentMessages()[0].GetProtocolConfig().GetSendBodyWithoutWaitingForHeaderResponse() {
+			t.Fatal("protocol_config lacks send_body_without_waiting_for_header_response")
+		}
+	})
+	t.Run("streamed_body_timeout_is_504", func(t *testing.T) {
+		e := setup(t, answer(func(m *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
+			if m.GetRequestBody() != nil {
+				return nil
+			}
+			return contAll(m)
+		}), Config{MessageTimeout: 50 * time.Millisecond,
+			ProcessingMode: &ProcessingMode{RequestHeaderMode: send, ResponseHeaderMode: skip, RequestBodyMode: streamed}})
+		res, _ := e.do(t, "POST", "/", "abc")
+		wantStatus(t, res, 504)
+	})
+	t.Run("streamed_body_timeout_fail_open_passes_chunk", func(t *testing.T) {
+		e := setup(t, answer(func(m *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
+			if m.GetRequestBody() != nil {
+				return nil
+			}
+			return contAll(m)
+		}), Config{MessageTimeout: 50 * time.Millisecond, FailureModeAllow: true,
+			ProcessingMode: &ProcessingMode{RequestHeaderMode: send, ResponseHeaderMode: skip, RequestBodyMode: streamed}})
+		res, _ := e.do(t, "POST", "/", "abc")
+		wantStatus(t, res, 200)
+		if s := e.up.last(t); s.Body != "abc" {
+			t.Fatalf("upstream %+v", s)
+		}
+	})
+}
