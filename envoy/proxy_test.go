@@ -223,7 +223,7 @@ func TestFailures(t *testing.T) {
 			cfg: Config{MessageTimeout: 50 * time.Millisecond, Route: func(*http.Request) RouteSettings { return RouteSettings{FailureModeAllow: ptr(true)} }}},
 		{name: "override_message_timeout_extends_timer", want: 200, upstreams: 1,
 			cfg: Config{MessageTimeout: 100 * time.Millisecond, MaxMessageTimeout: time.Second},
-			sc: overrideThenReply(time.Second, 250*time.Millisecond),
+			sc:  overrideThenReply(time.Second, 250*time.Millisecond),
 			check: func(t *testing.T, e *env) {
 				if e.p.Stats().OverrideMessageTimeoutReceived.Load() != 1 || e.p.Stats().OverrideMessageTimeoutIgnored.Load() != 0 {
 					t.Fatal("override not counted as accepted")
@@ -231,7 +231,7 @@ func TestFailures(t *testing.T) {
 			}},
 		{name: "override_message_timeout_ignored_without_max", want: 504, details: "ext_proc_error_per-message_timeout_exceeded",
 			cfg: Config{MessageTimeout: 100 * time.Millisecond},
-			sc: overrideThenReply(time.Second, 250*time.Millisecond),
+			sc:  overrideThenReply(time.Second, 250*time.Millisecond),
 			check: func(t *testing.T, e *env) {
 				if e.p.Stats().OverrideMessageTimeoutIgnored.Load() != 1 {
 					t.Fatal("override not counted as ignored")
