@@ -3,6 +3,7 @@ package envoy
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -32,8 +33,12 @@ func sidecallMode() *ProcessingMode {
 
 func TestStreamLifecycle(t *testing.T) {
 	t.Run("pass_through_uses_one_message_and_closes_early", func(t *testing.T) {
-		e := setup(t, answer(contAll), Config{ProcessingMode: sidecallMode()})
+		var traced []*StreamTrace
+		e := setup(t, answer(contAll), Config{ProcessingMode: sidecallMode(), Trace: func(tr *StreamTrace) { traced = append(traced, tr) }})
 		res, body := e.do(t, "GET", "/a?x=1", "")
+		if len(traced) != 1 || traced[0] != e.p.LastTrace() || traced[0].Path != "/a?x=1" || traced[0].Status != 200 {
+			t.Fatalf("trace callback got %d traces", len(traced))
+		}
 		wantStatus(t, res, 200)
 		if body != "upstream:" {
 			t.Fatalf("body %q", body)
@@ -366,4 +371,34 @@ func immediate(code int, body string, set ...*corev3.HeaderValueOption) *extproc
 		ir.Headers = mutation(set...)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir}}
+}
+
+func TestAsRealHTTPServer(t *testing.T) {
+	e := setup(t, onKind("request_headers", &extprocv3.CommonResponse{HeaderMutation: mutation(setH("x-added", "1"))}),
+		Config{ProcessingMode: &ProcessingMode{RequestHeaderMode: send, ResponseHeaderMode: send, RequestBodyMode: buffered}})
+	front := httptest.NewServer(e.p)
+	defer front.Close()
+	res, err := http.Post(front.URL+"/real?x=1", "text/plain", strings.NewReader("payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	front.Client().CloseIdleConnections()
+	http.DefaultClient.CloseIdleConnections()
+	wantStatus(t, res, 200)
+	if string(b) != "upstream:payload" {
+		t.Fatalf("body %q", b)
+	}
+	s := e.up.last(t)
+	if s.Header.Get("X-Added") != "1" || s.Path != "/real?x=1" || s.ContentLength != 7 {
+		t.Fatalf("upstream %+v", s)
+	}
+	h := e.p.LastTrace().SentMessages()[0].GetRequestHeaders().GetHeaders()
+	if cl, _ := headerOf(h, "content-length"); cl != "7" {
+		t.Fatalf("content-length seen by processor %q", cl)
+	}
+	if src := e.p.LastTrace().SentMessages()[0]; src.GetAttributes() != nil {
+		t.Fatal("no attributes configured, none expected")
+	}
 }
