@@ -16,8 +16,8 @@ func newLuaExchange() *Exchange {
 	x := NewExchange("req-1", Request{
 		Method: "POST", Scheme: "https", Authority: "api.example.test:8443", Path: "/users/42",
 		RawQuery: "a=1&b=x&b=y&flag",
-		Headers: Headers{"content-type": {"application/json"}, "x-id": {"abc"}, "accept": {"a", "b"}},
-		Body:    []byte(`{"name":"ann","n":12345678901234567,"tags":["t1"]}`), HasBody: true,
+		Headers:  Headers{"content-type": {"application/json"}, "x-id": {"abc"}, "accept": {"a", "b"}},
+		Body:     []byte(`{"name":"ann","n":12345678901234567,"tags":["t1"]}`), HasBody: true,
 	}, nil)
 	x.Captures = Captures{Named: map[string]string{"id": "42"}, Positional: []string{"42"}}
 	x.Phase = PhaseAccess

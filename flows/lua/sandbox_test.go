@@ -118,7 +118,7 @@ func TestSandboxEscapes(t *testing.T) {
 		"method rep bomb": `local s = ("x"):rep(1e9)`,
 		"format width":    `local s = string.format("%999999999d", 1)`,
 		"gsub bomb":       `local s = string.gsub(string.rep("x", 1e6), "x", string.rep("y", 1e6))`,
-		"concat bomb":     `local t = {} for i = 1, 100 do t[i] = string.rep("x", 1e6) end local s = table.concat(t)`,
+		"concat bomb":     `local x = string.rep("x", 1e6) local t = {} for i = 1, 100 do t[i] = x end local s = table.concat(t)`,
 		"recursion":       `local function f(n) return 1 + f(n + 1) end f(1)`,
 		"modify string":   `string.rep = nil`,
 		"rawset string":   `rawset(string, "rep", 1)`,
