@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/sidecall/sidecall/flows/lua"
-	"github.com/yuin/gopher-lua/ast"
 )
 
 // Template is a value with $(...) placeholders, parsed once at load.
@@ -54,11 +52,11 @@ func Parse(src string) (*Template, error) {
 		if strings.TrimSpace(code) == "" {
 			return nil, fmt.Errorf("empty $() placeholder at offset %d", i)
 		}
-		chunk, e, err := lua.CompileExpr(code, "template")
+		chunk, err := lua.CompileExpr(code, "template")
 		if err != nil {
 			return nil, fmt.Errorf("lua syntax error in $(%s): %v", code, err)
 		}
-		refs := lua.AnalyzeExpr(e)
+		refs := chunk.Refs()
 		for _, c := range refs.Callouts {
 			names[c] = true
 		}
@@ -67,7 +65,7 @@ func Parse(src string) (*Template, error) {
 			t.parts = append(t.parts, part{lit: lit.String()})
 			lit.Reset()
 		}
-		t.parts = append(t.parts, part{ph: &placeholder{src: code, chunk: chunk, fast: fastPathOf(e)}})
+		t.parts = append(t.parts, part{ph: &placeholder{src: code, chunk: chunk, fast: fastPathOf(chunk)}})
 		i = end + 1
 	}
 	if lit.Len() > 0 {
@@ -249,36 +247,12 @@ type fastPath struct {
 
 var fastRoots = map[string]bool{"headers": true, "query_params": true, "uri_captures": true, "shared": true, "callouts": true}
 
-func fastPathOf(e ast.Expr) *fastPath {
-	var keys []any
-	for {
-		switch t := e.(type) {
-		case *ast.IdentExpr:
-			if !fastRoots[t.Value] {
-				return nil
-			}
-			for i, j := 0, len(keys)-1; i < j; i, j = i+1, j-1 {
-				keys[i], keys[j] = keys[j], keys[i]
-			}
-			return &fastPath{root: t.Value, keys: keys}
-		case *ast.AttrGetExpr:
-			switch k := t.Key.(type) {
-			case *ast.StringExpr:
-				keys = append(keys, k.Value)
-			case *ast.NumberExpr:
-				f, err := strconv.ParseFloat(k.Value, 64)
-				if err != nil {
-					return nil
-				}
-				keys = append(keys, f)
-			default:
-				return nil
-			}
-			e = t.Object
-		default:
-			return nil
-		}
+func fastPathOf(c *lua.Chunk) *fastPath {
+	root, keys, ok := c.PlainPath()
+	if !ok || !fastRoots[root] {
+		return nil
 	}
+	return &fastPath{root: root, keys: keys}
 }
 
 func (f *fastPath) eval(h lua.Host, v *lua.Vars) (any, bool) {

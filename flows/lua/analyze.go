@@ -63,11 +63,6 @@ func analyze(stmts []ast.Stmt) Refs {
 	return r
 }
 
-// AnalyzeExpr analyses one expression (as returned by CompileExpr).
-func AnalyzeExpr(e ast.Expr) Refs {
-	return analyze([]ast.Stmt{&ast.ReturnStmt{Exprs: []ast.Expr{e}}})
-}
-
 var exprType = reflect.TypeOf((*ast.Expr)(nil)).Elem()
 
 func (a *analyzer) walk(v reflect.Value) {

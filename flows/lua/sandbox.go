@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,6 +99,10 @@ type Chunk struct {
 	proto *glua.FunctionProto
 	refs  Refs
 	expr  bool
+
+	pathRoot string
+	pathKeys []any
+	isPath   bool
 }
 
 // Name is the chunk name used in Lua error messages (the config path).
@@ -151,10 +156,10 @@ func Compile(src, name string) (*Chunk, error) {
 }
 
 // CompileExpr compiles one Lua expression, evaluated with Eval.
-func CompileExpr(src, name string) (*Chunk, ast.Expr, error) {
+func CompileExpr(src, name string) (*Chunk, error) {
 	stmts, err := parseLua("return ("+src+"\n)", name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var e ast.Expr
 	if len(stmts) == 1 {
@@ -163,10 +168,50 @@ func CompileExpr(src, name string) (*Chunk, ast.Expr, error) {
 		}
 	}
 	if e == nil {
-		return nil, nil, &SyntaxError{Msg: "not a single expression"}
+		return nil, &SyntaxError{Msg: "not a single expression"}
 	}
 	c, err := compile(stmts, src, name, true)
-	return c, e, err
+	if err != nil {
+		return nil, err
+	}
+	c.pathRoot, c.pathKeys, c.isPath = plainPath(e)
+	return c, nil
+}
+
+// PlainPath tells whether an expression chunk is a plain path: an
+// identifier followed by constant keys (a.b["c"][1]). Keys are strings or
+// float64 numbers.
+func (c *Chunk) PlainPath() (root string, keys []any, ok bool) {
+	return c.pathRoot, c.pathKeys, c.isPath
+}
+
+func plainPath(e ast.Expr) (string, []any, bool) {
+	var keys []any
+	for {
+		switch t := e.(type) {
+		case *ast.IdentExpr:
+			for i, j := 0, len(keys)-1; i < j; i, j = i+1, j-1 {
+				keys[i], keys[j] = keys[j], keys[i]
+			}
+			return t.Value, keys, true
+		case *ast.AttrGetExpr:
+			switch k := t.Key.(type) {
+			case *ast.StringExpr:
+				keys = append(keys, k.Value)
+			case *ast.NumberExpr:
+				f, err := strconv.ParseFloat(k.Value, 64)
+				if err != nil {
+					return "", nil, false
+				}
+				keys = append(keys, f)
+			default:
+				return "", nil, false
+			}
+			e = t.Object
+		default:
+			return "", nil, false
+		}
+	}
 }
 
 func parseLua(src, name string) (stmts []ast.Stmt, err error) {
