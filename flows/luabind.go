@@ -222,17 +222,79 @@ func (h *exchangeHost) ResponseHeaders() map[string][]string {
 	return h.x.Response.Headers
 }
 
-// respHeaders makes sure a response header map exists: kong.response.*
-// header setters may run in access, before the upstream answered.
-func (h *exchangeHost) respHeaders() {
-	if h.x.Reply == nil && h.x.Response.Headers == nil {
-		h.x.Response.Headers = Headers{}
+// pendingRespKey holds, in Exchange.Shared, response header changes made
+// before the upstream answered (kong.response.set_header in access). Keys
+// starting with NUL are hidden from Lua.
+const pendingRespKey = "\x00sidecall.response_headers"
+
+type respHeaderOp struct {
+	op          byte // 's'et, 'a'dd, 'c'lear
+	name, value string
+}
+
+type pendingResp struct{ ops []respHeaderOp }
+
+func (h *exchangeHost) early() bool {
+	p := h.Phase()
+	return h.x.Reply == nil && (p == "access" || p == "rewrite")
+}
+
+func (h *exchangeHost) pend(op byte, name, value string) {
+	sh := h.Shared()
+	p, _ := sh[pendingRespKey].(*pendingResp)
+	if p == nil {
+		p = &pendingResp{}
+		sh[pendingRespKey] = p
+	}
+	p.ops = append(p.ops, respHeaderOp{op, name, value})
+}
+
+// applyPendingResponseHeaders applies response header changes made in
+// access to the response (or to a local reply) once it exists.
+func applyPendingResponseHeaders(x *Exchange) {
+	p, _ := x.Shared[pendingRespKey].(*pendingResp)
+	if p == nil {
+		return
+	}
+	delete(x.Shared, pendingRespKey)
+	if x.Reply == nil && x.Response.Headers == nil {
+		x.Response.Headers = Headers{}
+	}
+	for _, o := range p.ops {
+		switch o.op {
+		case 's':
+			x.SetResponseHeader(o.name, o.value)
+		case 'a':
+			x.AddResponseHeader(o.name, o.value)
+		case 'c':
+			x.ClearResponseHeader(o.name)
+		}
 	}
 }
 
-func (h *exchangeHost) SetResponseHeader(n, v string) { h.respHeaders(); h.x.SetResponseHeader(n, v) }
-func (h *exchangeHost) AddResponseHeader(n, v string) { h.respHeaders(); h.x.AddResponseHeader(n, v) }
-func (h *exchangeHost) ClearResponseHeader(n string)  { h.respHeaders(); h.x.ClearResponseHeader(n) }
+func (h *exchangeHost) SetResponseHeader(n, v string) {
+	if h.early() {
+		h.pend('s', n, v)
+		return
+	}
+	h.x.SetResponseHeader(n, v)
+}
+
+func (h *exchangeHost) AddResponseHeader(n, v string) {
+	if h.early() {
+		h.pend('a', n, v)
+		return
+	}
+	h.x.AddResponseHeader(n, v)
+}
+
+func (h *exchangeHost) ClearResponseHeader(n string) {
+	if h.early() {
+		h.pend('c', n, "")
+		return
+	}
+	h.x.ClearResponseHeader(n)
+}
 
 func (h *exchangeHost) SetStatus(code int) {
 	if h.x.Reply != nil {
@@ -257,8 +319,14 @@ func (h *exchangeHost) SetResponseBody(b []byte) {
 	h.x.SetResponseBody(b)
 }
 
+// Exit answers the client; response headers set earlier in access apply
+// to the reply, under the exit's own headers (as in Kong).
 func (h *exchangeHost) Exit(status int, body []byte, headers map[string][]string) {
-	h.x.Respond(status, Headers(headers), body)
+	h.x.Respond(status, Headers{}, body)
+	applyPendingResponseHeaders(h.x)
+	for k, v := range headers {
+		h.x.Reply.Headers[strings.ToLower(k)] = v
+	}
 }
 
 func (h *exchangeHost) Shared() map[string]any {

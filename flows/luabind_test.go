@@ -420,3 +420,37 @@ func BenchmarkRenderFastPathOnExchange(b *testing.B) {
 		}
 	}
 }
+
+func TestResponseHeadersSetInAccess(t *testing.T) {
+	p, b := buildServerless(t, "pre-function", `{access: ["kong.response.set_header('X-Early', 'e'); kong.response.add_header('X-Early', 'f')"]}`)
+	if b.Failed() {
+		t.Fatal(b.Problems())
+	}
+	if !p.Needs().ResponseHeaders {
+		t.Error("access chunk setting response headers must ask for response headers")
+	}
+	x := newLuaExchange()
+	if err := p.Access(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if err := runLua(t, x, `for k in pairs(kong.ctx.shared) do assert(k:byte(1) ~= 0, "hidden key visible") end`); err != nil {
+		t.Fatal(err)
+	}
+	// The processor replaces Response when the upstream answers.
+	x.Phase = PhaseHeaderFilter
+	x.Response = Response{Status: 200, Headers: Headers{"x-early": {"upstream"}}}
+	if err := p.HeaderFilter(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.Response.Headers.Values("x-early"); !reflect.DeepEqual(got, []string{"e", "f"}) {
+		t.Errorf("x-early = %v", got)
+	}
+	// With exit, they go on the local reply, under exit's own headers.
+	x = newLuaExchange()
+	if err := runLua(t, x, `kong.response.set_header("X-A", "1"); kong.response.set_header("X-B", "1"); kong.response.exit(418, "tea", {["X-B"] = "2"})`); err != nil {
+		t.Fatal(err)
+	}
+	if x.Reply.Headers.Get("x-a") != "1" || x.Reply.Headers.Get("x-b") != "2" {
+		t.Errorf("reply headers: %v", x.Reply.Headers)
+	}
+}

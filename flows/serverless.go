@@ -83,6 +83,14 @@ func serverlessFactory(name string, priority int) Factory {
 			}
 		}
 		p.needs.ResponseHeaders = len(p.header) > 0 || len(p.body) > 0
+		for _, ch := range append(append([]*LuaChunk(nil), p.rewrite...), p.access...) {
+			for _, f := range []string{"set_header", "add_header", "clear_header", "set_headers"} {
+				if ch.UsesKong("kong.response." + f) {
+					// applied in header_filter, once the response exists
+					p.needs.ResponseHeaders = true
+				}
+			}
+		}
 		p.needs.ResponseBody = len(p.body) > 0
 		return p, nil
 	}
@@ -112,6 +120,7 @@ func (p *serverless) Access(ctx context.Context, x *Exchange) error {
 }
 
 func (p *serverless) HeaderFilter(ctx context.Context, x *Exchange) error {
+	applyPendingResponseHeaders(x)
 	return runChunks(ctx, x, p.header)
 }
 

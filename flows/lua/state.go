@@ -270,7 +270,9 @@ func (s *state) proxyPairs(L *glua.LState) int {
 	if p != nil && p.m != nil {
 		ks := make([]string, 0, len(p.m))
 		for k := range p.m {
-			ks = append(ks, k)
+			if !hidden(k) {
+				ks = append(ks, k)
+			}
 		}
 		sort.Strings(ks)
 		for _, k := range ks {

@@ -502,6 +502,10 @@ func (s *state) proxyIndex(L *glua.LState) int {
 			return 1
 		}
 		ks := string(k)
+		if hidden(ks) {
+			L.Push(glua.LNil)
+			return 1
+		}
 		if pv, ok := s.pending[pendKey{mapPtr(p.m), ks}]; ok {
 			L.Push(pv.lt)
 			return 1
@@ -536,6 +540,9 @@ func (s *state) proxyIndex(L *glua.LState) int {
 	}))
 	return 1
 }
+
+// hidden keys (starting with NUL) are Go-only entries of kong.ctx.shared.
+func hidden(k string) bool { return k != "" && k[0] == 0 }
 
 func intKey(v glua.LValue) (int, bool) {
 	n, ok := v.(glua.LNumber)
@@ -572,6 +579,9 @@ func (s *state) proxyNewIndex(L *glua.LState) int {
 			ks = FormatNumber(float64(k))
 		default:
 			L.RaiseError("kong.ctx.shared keys must be strings")
+		}
+		if hidden(ks) {
+			L.RaiseError("kong.ctx.shared keys must not start with a NUL byte")
 		}
 		pk := pendKey{mapPtr(p.m), ks}
 		if val == glua.LNil {
