@@ -68,6 +68,7 @@ func flowRegistry() *Registry {
 	r := NewRegistry()
 	RegisterCorrelationID(r)
 	RegisterFlowCallout(r)
+	RegisterServerless(r)
 	r.Register("flowtest", 2000, func(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
 		p := &flowTestPlugin{}
 		b.Decode(raw, at, &p.cfg)
@@ -703,7 +704,7 @@ func TestFlowCalloutExampleLoads(t *testing.T) {
 		t.Error("example has no flow-callout on a route or no my-shared-security-flow service")
 	}
 	// The example's flow service answers; point it at a local server.
-	fs := newFlowServer(t, 200, `{"allowed":true}`)
+	fs := newFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
 	svc := s.Services["my-shared-security-flow"]
 	u := *svc.URL
 	u.Host = strings.TrimPrefix(fs.URL, "http://")
@@ -715,6 +716,9 @@ func TestFlowCalloutExampleLoads(t *testing.T) {
 		}
 		if x.Reply != nil {
 			t.Errorf("route %s answered %d", r.Name, x.Reply.Status)
+		}
+		if u := x.Request.Headers.Get("x-authenticated-user"); u != "ann" {
+			t.Errorf("route %s: x-authenticated-user = %q, want the flow's user", r.Name, u)
 		}
 	}
 	if fs.hits.Load() == 0 {
@@ -795,5 +799,58 @@ func TestFlowCalloutOddRequests(t *testing.T) {
 				t.Errorf("continued without a 200: %#v", x.Shared["security_check_result"])
 			}
 		})
+	}
+}
+
+// The seed with Lua: a flow whose pre-function exits never calls the
+// service URL; a main-route post-function reads the stored result.
+func TestFlowCalloutWithServerless(t *testing.T) {
+	fs := newFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
+	exit := `    plugins:
+      - name: pre-function
+        config:
+          access:
+            - |
+              kong.ctx.shared.flow_saw = kong.request.get_header("x-client")
+              if kong.request.get_header("authorization") ~= "Bearer ok" then
+                return kong.response.exit(401, {message = "no token"})
+              end
+`
+	reader := `          - name: post-function
+            config:
+              access:
+                - |
+                  local r = kong.ctx.shared.security_check_result
+                  kong.service.request.set_header("x-user", r.json.user)
+                  kong.service.request.set_header("x-flow-status", tostring(r.status))
+                  kong.service.request.set_header("x-flow-saw", kong.ctx.shared.flow_saw)
+`
+	cfg := strings.Replace(seedConfig(fs.URL, reader), "    retries: 2\n", "    retries: 2\n"+exit, 1)
+	s := loadFlows(t, cfg)
+
+	x := runMain(t, s, "orders") // authorization: Bearer t
+	wantDenied(t, x, 403, deniedBody)
+	if n := fs.hits.Load(); n != 0 {
+		t.Errorf("service URL called %d times though pre-function exited", n)
+	}
+	got := storedResult(t, x, "security_check_result")
+	if js, _ := got["json"].(map[string]any); got["status"] != 401 || js["message"] != "no token" {
+		t.Errorf("stored = %#v", got)
+	}
+
+	x = mainExchange(s, "orders")
+	x.Request.Headers.Set("authorization", "Bearer ok")
+	if err := x.Route.Pipeline.Run(context.Background(), PhaseAccess, x, nil); err != nil {
+		t.Fatal(err)
+	}
+	if x.Reply != nil {
+		t.Fatalf("allowed request answered %d %s", x.Reply.Status, x.Reply.Body)
+	}
+	if fs.hits.Load() != 1 {
+		t.Errorf("hits = %d", fs.hits.Load())
+	}
+	h := x.Request.Headers
+	if h.Get("x-user") != "ann" || h.Get("x-flow-status") != "200" || h.Get("x-flow-saw") != "c1" {
+		t.Errorf("post-function saw x-user=%q x-flow-status=%q x-flow-saw=%q", h.Get("x-user"), h.Get("x-flow-status"), h.Get("x-flow-saw"))
 	}
 }
