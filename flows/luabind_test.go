@@ -454,3 +454,28 @@ func TestResponseHeadersSetInAccess(t *testing.T) {
 		t.Errorf("reply headers: %v", x.Reply.Headers)
 	}
 }
+
+func TestTableLibraryOnSharedLists(t *testing.T) {
+	x := newLuaExchange()
+	x.Shared["list"] = []any{"b", "a"}
+	err := runLua(t, x, `
+local l = kong.ctx.shared.list
+table.insert(l, "c")
+table.insert(l, 1, "z")
+kong.ctx.shared.joined = table.concat(l, ",")
+kong.ctx.shared.removed = table.remove(l, 1)
+table.sort(l)
+local a, b = unpack(l)
+kong.ctx.shared.first = a .. b
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Shared["joined"] != "z,b,a,c" || x.Shared["removed"] != "z" || x.Shared["first"] != "ab" ||
+		!reflect.DeepEqual(x.Shared["list"], []any{"a", "b", "c"}) {
+		t.Errorf("shared: %v", x.Shared)
+	}
+	if err := runLua(t, x, `table.insert(kong.ctx.shared, 1)`); err == nil {
+		t.Error("table.insert on the shared object should fail")
+	}
+}

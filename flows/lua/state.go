@@ -72,6 +72,8 @@ func newState(sb *Sandbox) *state {
 	for _, n := range safeBase {
 		base.RawSetString(n, g.RawGetString(n))
 	}
+	unpack := g.RawGetString("unpack").(*glua.LFunction).GFunction
+	base.RawSetString("unpack", L.NewFunction(func(L *glua.LState) int { s.materialize(L, 1); return unpack(L) }))
 	base.RawSetString("print", L.NewFunction(s.print))
 	base.RawSetString("pairs", L.NewFunction(s.pairs))
 	base.RawSetString("ipairs", L.NewFunction(s.ipairs))
@@ -420,10 +422,31 @@ func (s *state) capStrings(str *glua.LTable) {
 	}))
 }
 
+// materialize replaces a live view at argument n with a plain copy, so
+// library functions that read tables raw (concat, unpack) see its items.
+func (s *state) materialize(L *glua.LState, n int) {
+	if t, ok := L.Get(n).(*glua.LTable); ok {
+		if p := s.proxies[t]; p != nil {
+			L.Replace(n, s.toLuaCopy(p.value(), 0))
+		}
+	}
+}
+
+// liveList returns the proxy of a kong.ctx.shared list at argument 1, or
+// nil for a plain table; a live object is refused.
+func (s *state) liveList(L *glua.LState, fn string) *proxy {
+	p := s.proxies[L.CheckTable(1)]
+	if p != nil && p.m != nil {
+		L.RaiseError("%s: not a list (a kong.ctx.shared object)", fn)
+	}
+	return p
+}
+
 func (s *state) capTables(tbl *glua.LTable) {
 	max := s.sb.opts.MaxStringLen
 	concat := tbl.RawGetString("concat").(*glua.LFunction).GFunction
 	tbl.RawSetString("concat", s.L.NewFunction(func(L *glua.LState) int {
+		s.materialize(L, 1)
 		t := L.CheckTable(1)
 		sep := len(L.OptString(2, ""))
 		total := 0
@@ -442,9 +465,58 @@ func (s *state) capTables(tbl *glua.LTable) {
 	maxLen := s.sb.opts.MaxTableLen
 	insert := tbl.RawGetString("insert").(*glua.LFunction).GFunction
 	tbl.RawSetString("insert", s.L.NewFunction(func(L *glua.LState) int {
+		if p := s.liveList(L, "table.insert"); p != nil {
+			sl := p.getS()
+			if len(sl) >= maxLen {
+				L.RaiseError("table.insert: table too large (limit %d entries)", maxLen)
+			}
+			pos, val := len(sl)+1, L.Get(2)
+			if L.GetTop() >= 3 {
+				pos, val = L.CheckInt(2), L.Get(3)
+			}
+			if pos < 1 || pos > len(sl)+1 {
+				L.RaiseError("table.insert: position out of bounds")
+			}
+			v := s.toGo(val, 0)
+			sl = append(sl, nil)
+			copy(sl[pos:], sl[pos-1:])
+			sl[pos-1] = v
+			p.setS(sl)
+			return 0
+		}
 		if L.CheckTable(1).Len() >= maxLen {
 			L.RaiseError("table.insert: table too large (limit %d entries)", maxLen)
 		}
 		return insert(L)
+	}))
+	remove := tbl.RawGetString("remove").(*glua.LFunction).GFunction
+	tbl.RawSetString("remove", s.L.NewFunction(func(L *glua.LState) int {
+		if p := s.liveList(L, "table.remove"); p != nil {
+			sl := p.getS()
+			if len(sl) == 0 {
+				return 0
+			}
+			pos := L.OptInt(2, len(sl))
+			if pos < 1 || pos > len(sl) {
+				return 0
+			}
+			old := sl[pos-1]
+			p.setS(append(sl[:pos-1:pos-1], sl[pos:]...))
+			L.Push(s.toLuaCopy(old, 0))
+			return 1
+		}
+		return remove(L)
+	}))
+	sortFn := tbl.RawGetString("sort").(*glua.LFunction).GFunction
+	tbl.RawSetString("sort", s.L.NewFunction(func(L *glua.LState) int {
+		if p := s.liveList(L, "table.sort"); p != nil {
+			cp := s.toLuaCopy(p.getS(), 0)
+			L.Replace(1, cp)
+			sortFn(L)
+			out, _ := s.toGo(cp, 0).([]any)
+			p.setS(out)
+			return 0
+		}
+		return sortFn(L)
 	}))
 }
