@@ -13,6 +13,22 @@ import (
 	"go.uber.org/zap"
 )
 
+// Lua binding choices (where the contract is silent):
+//   - One process-wide sandbox (ConfigureLua) serves every chunk and
+//     template; the time limit is per call.
+//   - A Lua error or timeout answers 500 {"message":"An unexpected error
+//     occurred"} (Kong's text); the log names the chunk's config path.
+//   - kong.response.set_header/add_header/clear_header in rewrite/access are
+//     kept until the response exists (applied at the first serverless
+//     header_filter) or go on the reply of kong.response.exit, under the
+//     exit's own headers.
+//   - Template variables read the Exchange live at render time (Kong
+//     snapshots them at first access; the difference shows only inside one
+//     plugin that changes headers between renders).
+//   - Keep kong.ctx.shared values JSON-like (map[string]any, []any, string,
+//     numbers, bool, nil): those are live in Lua; other Go types are seen
+//     through a JSON copy.
+
 // The process-wide Lua sandbox: every chunk and template runs on its
 // pooled states.
 var luaSandbox atomic.Pointer[lua.Sandbox]

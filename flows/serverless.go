@@ -30,7 +30,13 @@ type serverlessConfig struct {
 
 // serverless is Kong's pre-function / post-function: Lua chunks per phase,
 // run in order. rewrite chunks run first in the access phase (sidecall has
-// no separate rewrite phase).
+// no separate rewrite phase); certificate and log chunks are compiled (so
+// their syntax is checked) and a warning says they never run. A chunk
+// error stops the phase's later chunks. Needs are found statically:
+// kong.request.get_body/get_raw_body in rewrite/access (or kong.request
+// aliased) asks for the request body, header_filter chunks or early
+// kong.response header changes for response headers, body_filter chunks for
+// the buffered response body.
 type serverless struct {
 	name     string
 	priority int
