@@ -412,14 +412,12 @@ func (s *state) capStrings(str *glua.LTable) {
 		}
 		return format(L)
 	}))
-	gsub := str.RawGetString("gsub").(*glua.LFunction).GFunction
-	str.RawSetString("gsub", s.L.NewFunction(func(L *glua.LState) int {
-		src := L.CheckString(1)
-		if r, ok := L.Get(3).(glua.LString); ok && int64(len(src)+1)*int64(len(r)) > int64(max) {
-			L.RaiseError("string.gsub: result may be too large (limit %d bytes)", max)
-		}
-		return gsub(L)
-	}))
+	// Pattern functions that the time limit can stop.
+	str.RawSetString("find", s.L.NewFunction(s.strFind))
+	str.RawSetString("match", s.L.NewFunction(s.strMatch))
+	str.RawSetString("gmatch", s.L.NewFunction(s.strGmatch))
+	str.RawSetString("gfind", s.L.NewFunction(s.strGmatch))
+	str.RawSetString("gsub", s.L.NewFunction(s.strGsub))
 }
 
 // materialize replaces a live view at argument n with a plain copy, so
