@@ -537,17 +537,21 @@ func (s *state) addValue(ms *matchState, b *bytes.Buffer, st, e int, repl glua.L
 	switch r := repl.(type) {
 	case glua.LString, glua.LNumber:
 		rs := r.String()
+		if b.Len()+len(rs) > s.sb.opts.MaxStringLen {
+			L.RaiseError("string.gsub: result too large (limit %d bytes)", s.sb.opts.MaxStringLen)
+		}
 		for i := 0; i < len(rs); i++ {
-			c := rs[i]
-			if c != '%' {
-				b.WriteByte(c)
-				continue
+			j := strings.IndexByte(rs[i:], '%')
+			if j < 0 {
+				b.WriteString(rs[i:])
+				break
 			}
-			i++
+			b.WriteString(rs[i : i+j])
+			i += j + 1
 			if i >= len(rs) {
 				break
 			}
-			c = rs[i]
+			c := rs[i]
 			switch {
 			case !isdigit(c):
 				b.WriteByte(c)
