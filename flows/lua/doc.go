@@ -17,8 +17,12 @@
 //   - Bombs: string.rep, string.format widths, string.gsub and table.concat
 //     are capped (Options.MaxStringLen), table.insert by MaxTableLen; the
 //     call stack is 200 frames; everything else is stopped by the time
-//     limit, checked at every Lua instruction. A Go library call (a slow
-//     pattern match) is not interruptible.
+//     limit, checked at every Lua instruction. string.find/match/gmatch/gsub
+//     use sidecall's own Lua 5.1 matcher, which checks the time limit as it
+//     goes (gopher-lua's cannot be stopped, and ".-.-b" is cubic).
+//   - Patterns follow Lua 5.1 (LuaJIT): %f frontiers work, a '^' in gmatch
+//     is a literal, malformed parts error only when reached; string.find
+//     with init beyond the end gives nil (as Lua 5.2 and gopher-lua).
 //   - kong.ctx.shared is a live view of the Go map: reads convert lazily,
 //     nested map[string]any and []any are live too; a Lua table stored in
 //     it is converted to Go at once and again at the end of the call, so
