@@ -119,21 +119,29 @@ func (b *Builder) Lua(src string, at Path) *LuaChunk {
 func (c *LuaChunk) Path() Path { return c.path }
 
 // Callouts are the kong.ctx.shared.callouts.<name> the chunk reads.
-func (c *LuaChunk) Callouts() []string { return append([]string(nil), c.chunk.Refs().Callouts...) }
+func (c *LuaChunk) Callouts() []string {
+	if c == nil {
+		return nil
+	}
+	return append([]string(nil), c.chunk.Refs().Callouts...)
+}
 
 // ReadsCalloutsDynamically tells whether the chunk may read callouts whose
 // names cannot be known statically.
-func (c *LuaChunk) ReadsCalloutsDynamically() bool { return c.chunk.Refs().DynamicCallouts }
+func (c *LuaChunk) ReadsCalloutsDynamically() bool { return c != nil && c.chunk.Refs().DynamicCallouts }
 
 // UsesKong tells whether the chunk may use a PDK path such as
 // "kong.request.get_body" (true when kong is used dynamically).
-func (c *LuaChunk) UsesKong(path string) bool { return c.chunk.Refs().UsesKong(path) }
+func (c *LuaChunk) UsesKong(path string) bool { return c != nil && c.chunk.Refs().UsesKong(path) }
 
 // Run runs the chunk with the PDK bound to x in x.Phase.
 // kong.response.exit sets x.Reply and returns nil. A Lua error or timeout
 // is logged with the chunk's path and returned as a 500 *HTTPError whose
 // Err is the *lua.RuntimeError or *lua.TimeoutError.
 func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
+	if c == nil {
+		return nil
+	}
 	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup})
 	if err == nil {
 		return nil
