@@ -1,0 +1,207 @@
+// Command benchreport runs sidecall's benchmark suite and writes RESULTS.md:
+// each figure as a ratio against a floor measured in the same run (a bare
+// grpc-go ext_proc server), plus absolute numbers.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sidecall/sidecall/bench/load"
+)
+
+const benchConfig = `_format_version: "3.0"
+services:
+  - name: bench
+    url: http://127.0.0.1:1
+    routes:
+      - name: pass
+        paths: ["/pass"]
+      - name: corr
+        paths: ["/corr"]
+        plugins:
+          - name: correlation-id
+            config: {header_name: X-Correlation-ID, generator: uuid#counter, echo_downstream: true}
+`
+
+type server struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startServer(bin string, args ...string) (*server, error) {
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.Index(line, "listening "); i >= 0 {
+			go func() { // keep draining
+				for sc.Scan() {
+				}
+			}()
+			return &server{cmd: cmd, addr: strings.TrimSpace(line[i+len("listening "):])}, nil
+		}
+		if i := strings.Index(line, `"grpc":"`); i >= 0 {
+			rest := line[i+len(`"grpc":"`):]
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return &server{cmd: cmd, addr: rest[:strings.Index(rest, `"`)]}, nil
+		}
+	}
+	_ = cmd.Process.Kill()
+	return nil, fmt.Errorf("%s did not report its address", bin)
+}
+
+// cpu returns the process's user+system CPU time.
+func cpu(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // CLK_TCK is 100 on Linux
+}
+
+type row struct {
+	name, scenario string
+	c              int
+	res            load.Result
+	cpuPer         time.Duration
+}
+
+func measure(s *server, sc load.Scenario, c, n int) row {
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	load.Run(ctx, conn, sc, c, n/5) // warm up
+	before := cpu(s.cmd.Process.Pid)
+	res := load.Run(ctx, conn, sc, c, n)
+	used := cpu(s.cmd.Process.Pid) - before
+	if res.Errors > 0 {
+		log.Printf("%s c=%d: %d errors", sc.Name, c, res.Errors)
+	}
+	return row{scenario: sc.Name, c: c, res: res, cpuPer: used / time.Duration(n)}
+}
+
+func build(dir, pkg string) string {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		log.Fatalf("building %s: %v", pkg, err)
+	}
+	return out
+}
+
+func main() {
+	outFile := flag.String("out", "bench/RESULTS.md", "where to write the report")
+	n := flag.Int("n", 20000, "streams per measurement")
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "sidecall-bench")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	floorBin := build(dir, "./bench/cmd/floor")
+	sidecallBin := build(dir, "./cmd/sidecall")
+	cfg := filepath.Join(dir, "kong.yml")
+	if err := os.WriteFile(cfg, []byte(benchConfig), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	floor, err := startServer(floorBin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer floor.cmd.Process.Kill()
+	sc, err := startServer(sidecallBin, "serve", "-c", cfg, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "warn")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sc.cmd.Process.Kill()
+
+	scenarios := []struct {
+		name string
+		srv  *server
+		sc   load.Scenario
+	}{
+		{"floor (bare grpc-go, CONTINUE)", floor, load.Scenario{Name: "floor", Route: "pass", Path: "/pass"}},
+		{"floor, request+response headers", floor, load.Scenario{Name: "floor2", Route: "corr", Path: "/corr", Response: true}},
+		{"sidecall pass-through route", sc, load.Scenario{Name: "pass", Route: "pass", Path: "/pass"}},
+		{"sidecall correlation-id (echo_downstream)", sc, load.Scenario{Name: "corr", Route: "corr", Path: "/corr"}},
+	}
+	var rows []row
+	for _, c := range []int{1, 16, 64} {
+		for _, s := range scenarios {
+			r := measure(s.srv, s.sc, c, *n)
+			r.name = s.name
+			rows = append(rows, r)
+			log.Printf("%-45s c=%-3d %8.0f streams/s p50 %v p99 %v cpu/stream %v", s.name, c, r.res.PerSecond(), r.res.P50, r.res.P99, r.cpuPer)
+		}
+	}
+	writeReport(*outFile, rows, *n)
+}
+
+func writeReport(path string, rows []row, n int) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark results\n\n")
+	fmt.Fprintf(&b, "Command: `make bench` (`go run ./bench/cmd/benchreport -out bench/RESULTS.md`), %d streams per row after a warm-up.\n", n)
+	fmt.Fprintf(&b, "Machine: %d cores (GOMAXPROCS %d), 24 GiB, %s/%s, %s. Date: %s.\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "Client and servers share the machine; the load client plays Envoy's lock-step exchange over one HTTP/2 connection (as Envoy's per-worker pool does). Server CPU comes from /proc (10 ms ticks) over the measured streams.\n\n")
+	fmt.Fprintf(&b, "Ratios compare with the floor row of the same concurrency and the same message count: the pass-through route against the one-message floor, the correlation-id route (request and response headers) against the two-message floor.\n\n")
+	fmt.Fprintf(&b, "| scenario | c | streams/s | p50 | p99 | server CPU/stream | CPU vs floor | throughput vs floor |\n|---|---|---|---|---|---|---|---|\n")
+	floors := map[string]row{}
+	for _, r := range rows {
+		if strings.HasPrefix(r.scenario, "floor") {
+			floors[fmt.Sprintf("%s/%d", r.scenario, r.c)] = r
+		}
+	}
+	for _, r := range rows {
+		ratioCPU, ratioTP := "1.00x (floor)", "1.00x (floor)"
+		key := ""
+		switch r.scenario {
+		case "pass":
+			key = fmt.Sprintf("floor/%d", r.c)
+		case "corr":
+			key = fmt.Sprintf("floor2/%d", r.c)
+		}
+		if f, ok := floors[key]; ok && f.cpuPer > 0 {
+			ratioCPU = fmt.Sprintf("%.2fx", float64(r.cpuPer)/float64(f.cpuPer))
+			ratioTP = fmt.Sprintf("%.2fx", r.res.PerSecond()/f.res.PerSecond())
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %v | %v | %.1f µs | %s | %s |\n", r.name, r.c, r.res.PerSecond(),
+			r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer)/float64(time.Microsecond), ratioCPU, ratioTP)
+	}
+	fmt.Fprintf(&b, "\nTargets (issue 2): pass-through CPU per stream <= 1.15x the floor, correlation-id <= 1.3x.\n")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(b.String())
+}
