@@ -26,7 +26,7 @@ var Version = "dev"
 func Register(r *flows.Registry) { r.Register(Name, Priority, New) }
 
 // defaultEngine compiles templates and Lua (see script.go).
-var defaultEngine engine = noEngine{}
+var defaultEngine engine = flowsEngine{}
 
 // New is the request-callout factory.
 func New(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {

@@ -2,10 +2,10 @@ package callout
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/expr"
 )
 
 // template is a compiled $(...) value.
@@ -49,18 +49,36 @@ func compileTemplate(b *flows.Builder, eng engine, src string, at flows.Path) te
 	return eng.Template(b, src, at)
 }
 
-// noEngine is used until the template/Lua engine is wired: it rejects what
-// it cannot run at load time, never at request time.
-type noEngine struct{}
+// flowsEngine is the real engine: flows/expr templates and the flows Lua
+// sandbox with Kong's PDK.
+type flowsEngine struct{}
 
-func (noEngine) Template(b *flows.Builder, src string, at flows.Path) template {
-	b.Errorf(at, "templates are not available in this build: %q", src)
-	return nil
+type flowsTemplate struct{ t *expr.Template }
+
+func (t flowsTemplate) Render(ctx context.Context, x *flows.Exchange) (string, error) {
+	return flows.RenderString(ctx, t.t, x)
+}
+func (t flowsTemplate) Callouts() []string { return t.t.Callouts() }
+func (t flowsTemplate) Dynamic() bool      { return t.t.ReadsCalloutsDynamically() }
+
+type flowsScript struct{ c *flows.LuaChunk }
+
+func (s flowsScript) Run(ctx context.Context, x *flows.Exchange) error { return s.c.Run(ctx, x) }
+func (s flowsScript) Callouts() []string                               { return s.c.Callouts() }
+func (s flowsScript) Dynamic() bool                                    { return s.c.ReadsCalloutsDynamically() }
+
+func (flowsEngine) Template(b *flows.Builder, src string, at flows.Path) template {
+	t := b.Template(src, at)
+	if t == nil {
+		return nil
+	}
+	return flowsTemplate{t}
 }
 
-func (noEngine) Lua(b *flows.Builder, _ string, at flows.Path) script {
-	b.Errorf(at, "Lua is not available in this build")
-	return nil
+func (flowsEngine) Lua(b *flows.Builder, src string, at flows.Path) script {
+	c := b.Lua(src, at)
+	if c == nil {
+		return nil
+	}
+	return flowsScript{c}
 }
-
-var _ = fmt.Sprint
