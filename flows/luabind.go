@@ -80,7 +80,11 @@ func RenderString(ctx context.Context, t *expr.Template, x *Exchange) (string, e
 	if t.IsLiteral() {
 		return t.Source(), nil
 	}
-	return t.Render(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+	v, err := t.Render(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+	if err != nil {
+		observeLua(err)
+	}
+	return v, err
 }
 
 // RenderValue renders t for x keeping the type of a single whole-value
@@ -93,7 +97,11 @@ func RenderValue(ctx context.Context, t *expr.Template, x *Exchange) (any, error
 	if t.IsLiteral() {
 		return t.Source(), nil
 	}
-	return t.Value(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+	v, err := t.Value(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+	if err != nil {
+		observeLua(err)
+	}
+	return v, err
 }
 
 // LuaChunk is Lua code from the config, compiled at load.
@@ -150,6 +158,7 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	observeLua(err)
 	var te *lua.TimeoutError
 	if errors.As(err, &te) {
 		log.Error("lua chunk timed out", zap.String("chunk", string(c.path)), zap.Error(err))
@@ -157,6 +166,23 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 		log.Error("lua chunk failed", zap.String("chunk", string(c.path)), zap.Error(err))
 	}
 	return &HTTPError{Status: 500, Message: "An unexpected error occurred", Err: err}
+}
+
+var luaObserver atomic.Pointer[func(timeout bool)]
+
+// SetLuaObserver sets a hook told about every Lua error or timeout (metrics).
+func SetLuaObserver(f func(timeout bool)) {
+	if f == nil {
+		luaObserver.Store(nil)
+		return
+	}
+	luaObserver.Store(&f)
+}
+
+func observeLua(err error) {
+	if f := luaObserver.Load(); f != nil && (IsLuaTimeout(err) || IsLuaError(err)) {
+		(*f)(IsLuaTimeout(err))
+	}
 }
 
 // IsLuaTimeout tells whether err comes from a Lua time limit.

@@ -1,15 +1,17 @@
 package main
 
-import "github.com/sidecall/sidecall/flows"
+import (
+	"github.com/sidecall/sidecall/callout"
+	"github.com/sidecall/sidecall/cmd/sidecall/wire"
+	"github.com/sidecall/sidecall/flows"
+)
 
-// registry wires every plugin sidecall ships. flows never imports plugin
-// packages; this is the one place that does.
-func registry() *flows.Registry {
-	r := flows.NewRegistry()
-	flows.RegisterCorrelationID(r)
-	return r
-}
+func registry() *flows.Registry { return wire.Registry() }
 
 // registerPluginMetrics registers the plugins' own collectors and
 // readiness checks with the app.
-func registerPluginMetrics(a *app) {}
+func registerPluginMetrics(a *app) {
+	callout.Version = version
+	wire.Metrics(a.prom)
+	a.ready = append(a.ready, func() bool { return wire.Ready(a.res) })
+}
