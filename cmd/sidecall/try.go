@@ -1,16 +1,111 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sidecall/sidecall/envoy"
 )
 
-func cmdTry(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sidecall try: not wired yet")
-	return 2
+// local is an app serving gRPC on a loopback port with the Envoy stand-in
+// in front: what try and demo run.
+type local struct {
+	app   *app
+	grpcL net.Listener
+	conn  *grpc.ClientConn
+	proxy *envoy.Proxy
+	http  *http.Server
+	httpL net.Listener
 }
 
-func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "sidecall demo: not wired yet")
-	return 2
+func startLocal(a *app, upstream, listen string) (*local, error) {
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = a.grpc.Serve(gl) }()
+	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		gl.Close()
+		return nil, err
+	}
+	cfg := envoy.Config{Upstream: upstream, Conn: conn}
+	envoy.SidecallDefaults(&cfg)
+	p, err := envoy.New(cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	hl, err := net.Listen("tcp", listen)
+	if err != nil {
+		p.Close()
+		conn.Close()
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	l := &local{app: a, grpcL: gl, conn: conn, proxy: p, httpL: hl,
+		http: &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}}
+	go func() { _ = l.http.Serve(hl) }()
+	return l, nil
+}
+
+func (l *local) URL() string { return "http://" + l.httpL.Addr().String() }
+
+func (l *local) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = l.http.Shutdown(ctx)
+	l.proxy.Close()
+	l.conn.Close()
+	l.app.grpc.Stop()
+	l.app.close()
+}
+
+func cmdTry(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("try", stderr)
+	config := fs.String("config", "", "config file (SIDECALL_CONFIG)")
+	fs.StringVar(config, "c", "", "config file (alias of --config)")
+	upstream := fs.String("upstream", "", "upstream base URL the stand-in forwards to")
+	listen := fs.String("listen", "127.0.0.1:8000", "HTTP address to listen on")
+	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	if *config == "" || *upstream == "" {
+		fmt.Fprintln(stderr, "sidecall try: -c FILE and --upstream URL are required")
+		return 2
+	}
+	log, err := newLogger(*logLevel, "console", stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecall try:", err)
+		return 2
+	}
+	a, err := newApp(appOptions{config: *config, log: log})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	l, err := startLocal(a, *upstream, *listen)
+	if err != nil {
+		a.close()
+		fmt.Fprintln(stderr, "sidecall try:", err)
+		return 1
+	}
+	defer l.close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	_ = a.watch(ctx)
+	fmt.Fprintf(stdout, "sidecall try: Envoy stand-in on %s -> %s (not a production proxy; Ctrl-C stops)\n", l.URL(), *upstream)
+	log.Info("try running", zap.String("listen", l.URL()))
+	<-ctx.Done()
+	return 0
 }

@@ -52,12 +52,7 @@ type Harness struct {
 }
 
 // ShippedEnvoy is the stand-in configured like envoy/sidecar.yaml.
-func ShippedEnvoy(c *envoy.Config) {
-	c.ProcessingMode = &envoy.ProcessingMode{RequestHeaderMode: 1, ResponseHeaderMode: 2} // SEND, SKIP
-	c.AllowModeOverride = true
-	c.RequestAttributes = []string{"xds.route_name", "source.address", "destination.address"}
-	c.MessageTimeout = 5 * time.Second // generous: -race on 2 shared cores
-}
+func ShippedEnvoy(c *envoy.Config) { envoy.SidecallDefaults(c) }
 
 // Start starts a harness serving cfg (decK YAML).
 func Start(t testing.TB, cfg string, o Options) *Harness {

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// TestDemoAnswersItsCurlCommands runs the demo and every command it prints.
+func TestDemoAnswersItsCurlCommands(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	var out bytes.Buffer
+	var mu sync.Mutex
+	done := make(chan error, 1)
+	go func() {
+		w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+		done <- runDemo(ctx, demoOptions{listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", log: zap.NewNop(),
+			ready: func(base string) { ready <- base }}, w)
+	}()
+	var base string
+	select {
+	case base = <-ready:
+	case err := <-done:
+		t.Fatalf("demo stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo did not become ready")
+	}
+	mu.Lock()
+	printed := out.String()
+	mu.Unlock()
+	for _, s := range demoScenarios {
+		t.Run(s.What, func(t *testing.T) {
+			if !strings.Contains(printed, s.curl(base)) {
+				t.Fatalf("demo did not print %q", s.curl(base))
+			}
+			req, _ := http.NewRequest(s.Method, base+s.Path, strings.NewReader(s.Body))
+			for i := 0; i+1 < len(s.Headers); i += 2 {
+				req.Header.Set(s.Headers[i], s.Headers[i+1])
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != s.Status || !strings.Contains(string(body), s.Expect) {
+				t.Fatalf("status %d body %s; want %d with %s", resp.StatusCode, body, s.Status, s.Expect)
+			}
+			if resp.Header.Get("X-Correlation-ID") == "" {
+				t.Errorf("no X-Correlation-ID echoed")
+			}
+		})
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
