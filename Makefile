@@ -42,7 +42,8 @@ lint:
 	golangci-lint run ./...
 
 proto:
-	bash proto/gen.sh
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$$($(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+	PATH="$(CURDIR)/.tools/bin:$$PATH" bash proto/gen.sh
 
 clean:
 	rm -rf bin
