@@ -7,20 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sidecall/sidecall/callout"
+	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/flows"
-	"github.com/sidecall/sidecall/kafka"
 )
 
 // registry has every plugin sidecall ships, like cmd/sidecall's (which is package main).
-func registry() *flows.Registry {
-	r := flows.NewRegistry()
-	flows.RegisterCorrelationID(r)
-	flows.RegisterFlowCallout(r)
-	callout.Register(r)
-	kafka.Register(r)
-	return r
-}
+// registry is sidecall's own: every plugin the binary ships.
+func registry() *flows.Registry { return wire.Registry() }
 
 // placeholder is what every secret resolves to in these tests: valid as a URL and a string.
 const placeholder = "http://127.0.0.1:1/placeholder"
@@ -63,40 +56,10 @@ func loadConfig(t *testing.T, name string, data []byte, env map[string]bool, any
 	defer res.Close()
 	snap, err := flows.LoadFile(file, flows.LoadOptions{Registry: registry(), Resources: res, LookupEnv: lookup})
 	if err != nil {
-		return withoutUnwiredEngine(t, err)
+		return err
 	}
 	snap.Close()
 	return nil
-}
-
-// unwired are the loader's messages while request-callout's template/Lua engine is not yet
-// wired into the build: those problems are the build's, not the config's. Every other
-// problem still fails; once the engine is wired these never occur and nothing is skipped.
-var unwired = []string{"templates are not available in this build", "Lua is not available in this build"}
-
-func withoutUnwiredEngine(t *testing.T, err error) error {
-	var ce *flows.ConfigError
-	if !errors.As(err, &ce) {
-		return err
-	}
-	var left []flows.FieldError
-	for _, p := range ce.Problems {
-		skip := false
-		for _, u := range unwired {
-			if strings.Contains(p.Reason, u) {
-				skip = true
-			}
-		}
-		if skip {
-			t.Logf("not checked until the template engine is wired: %s", p.String())
-			continue
-		}
-		left = append(left, p)
-	}
-	if len(left) == 0 {
-		return nil
-	}
-	return &flows.ConfigError{Problems: left}
 }
 
 // TestRenderedConfigsValidate: each values file's config passes sidecall's loader (what
