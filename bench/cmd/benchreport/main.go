@@ -141,7 +141,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer floor.cmd.Process.Kill()
-	sc, err := startServer(sidecallBin, "serve", "-c", cfg, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "warn")
+	sc, err := startServer(sidecallBin, "serve", "-c", cfg, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "info")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -166,12 +166,35 @@ func main() {
 			log.Printf("%-45s c=%-3d %8.0f streams/s p50 %v p99 %v cpu/stream %v", s.name, c, r.res.PerSecond(), r.res.P50, r.res.P99, r.cpuPer)
 		}
 	}
-	writeReport(*outFile, rows, *n)
+	report := coreReport(rows, *n)
+	for _, sec := range sections {
+		log.Printf("section: %s", sec.name)
+		md, err := sec.run()
+		if err != nil {
+			md = fmt.Sprintf("\n## %s\n\nnot measured: %v\n", sec.name, err)
+		}
+		report += md
+	}
+	if err := os.WriteFile(*outFile, []byte(report), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(report)
 }
 
-func writeReport(path string, rows []row, n int) {
+// section is one more part of the report, added by a file of its own in
+// this folder (func init() { sections = append(sections, ...) }). run
+// measures its floor and its subject in the same run and returns markdown
+// (a "## title" heading, a table with absolute numbers and ratios).
+type section struct {
+	name string
+	run  func() (string, error)
+}
+
+var sections []section
+
+func coreReport(rows []row, n int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmark results\n\n")
+	fmt.Fprintf(&b, "# Benchmark results\n\n## ext_proc streams: pass-through and correlation-id\n\n")
 	fmt.Fprintf(&b, "Command: `make bench` (`go run ./bench/cmd/benchreport -out bench/RESULTS.md`), %d streams per row after a warm-up.\n", n)
 	fmt.Fprintf(&b, "Machine: %d cores (GOMAXPROCS %d), 24 GiB, %s/%s, %s. Date: %s.\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "Client and servers share the machine; the load client plays Envoy's lock-step exchange over one HTTP/2 connection (as Envoy's per-worker pool does). Server CPU comes from /proc (10 ms ticks) over the measured streams.\n\n")
@@ -200,8 +223,5 @@ func writeReport(path string, rows []row, n int) {
 			r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer)/float64(time.Microsecond), ratioCPU, ratioTP)
 	}
 	fmt.Fprintf(&b, "\nTargets (issue 2): pass-through CPU per stream <= 1.15x the floor, correlation-id <= 1.3x.\n")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Print(b.String())
+	return b.String()
 }
