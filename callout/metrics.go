@@ -33,3 +33,12 @@ func statusClass(status int) string {
 	}
 	return string(rune('0'+status/100)) + "xx"
 }
+
+// initSeries creates a callout's series at load, so dashboards and alerts
+// see zeros rather than gaps before the first retry or cache lookup.
+func initSeries(callout string) {
+	mRetries.WithLabelValues(callout)
+	mCache.WithLabelValues(callout, "hit")
+	mCache.WithLabelValues(callout, "miss")
+	mDuration.WithLabelValues(callout)
+}

@@ -92,6 +92,13 @@ func (p *Plugin) calloutNames() []string {
 func newWith(b *flows.Builder, raw *yaml.Node, at flows.Path, eng engine) (flows.Plugin, error) {
 	cfg := defaultConfig()
 	b.Decode(raw, at, &cfg)
+	defer func() {
+		if !b.Failed() {
+			for _, c := range cfg.Callouts {
+				initSeries(c.Name)
+			}
+		}
+	}()
 	cs := at.Key("callouts")
 	for i, n := range cfg.RawCallouts {
 		c := calloutDefaults()

@@ -61,6 +61,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecall_streams_active",
 			Help: "Streams open now."}),
 	}
+	for _, r := range []string{"recv", "send", "protocol"} {
+		m.streamErrors.WithLabelValues(r)
+	}
 	for i, p := range []string{"request_headers", "request_body", "response_headers", "response_body"} {
 		m.phaseObs[i] = m.phaseDur.WithLabelValues(p)
 	}

@@ -133,7 +133,7 @@ func quoteHandler(_ context.Context, req *kafkav1.Request) *kafkav1.Reply {
 type demoOptions struct {
 	listen, adminListen string
 	log                 *zap.Logger
-	ready               func(base string) // called once everything answers
+	ready               func(base, admin string) // called once everything answers
 }
 
 // runDemo runs the demo until ctx ends.
@@ -169,8 +169,10 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 		return err
 	}
 	defer l.close()
+	adminURL := ""
 	if o.adminListen != "" {
 		if al, err := net.Listen("tcp", o.adminListen); err == nil {
+			adminURL = "http://" + al.Addr().String()
 			admin := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 			go func() { _ = admin.Serve(al) }()
 			defer admin.Close()
@@ -200,14 +202,14 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 		}
 	}
 	base := l.URL()
-	fmt.Fprintf(stdout, "sidecall demo is running: Envoy stand-in on %s, admin on http://%s\n", base, o.adminListen)
+	fmt.Fprintf(stdout, "sidecall demo is running: Envoy stand-in on %s, admin on %s\n", base, adminURL)
 	fmt.Fprintf(stdout, "Config: cmd/sidecall/demo.yaml. Try:\n\n")
 	for _, s := range demoScenarios {
 		fmt.Fprintf(stdout, "# %s (expect %d)\n%s\n\n", s.What, s.Status, s.curl(base))
 	}
-	fmt.Fprintf(stdout, "Metrics: curl -s http://%s/metrics | grep ^sidecall_\nCtrl-C stops the demo.\n", o.adminListen)
+	fmt.Fprintf(stdout, "Metrics: curl -s %s/metrics | grep ^sidecall_\nCtrl-C stops the demo.\n", adminURL)
 	if o.ready != nil {
-		o.ready(base)
+		o.ready(base, adminURL)
 	}
 	<-ctx.Done()
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,18 +18,19 @@ import (
 func TestDemoAnswersItsCurlCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan string, 1)
+	ready := make(chan [2]string, 1)
 	var out bytes.Buffer
 	var mu sync.Mutex
 	done := make(chan error, 1)
 	go func() {
 		w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
 		done <- runDemo(ctx, demoOptions{listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", log: zap.NewNop(),
-			ready: func(base string) { ready <- base }}, w)
+			ready: func(base, admin string) { ready <- [2]string{base, admin} }}, w)
 	}()
-	var base string
+	var base, admin string
 	select {
-	case base = <-ready:
+	case urls := <-ready:
+		base, admin = urls[0], urls[1]
 	case err := <-done:
 		t.Fatalf("demo stopped: %v", err)
 	case <-time.After(60 * time.Second):
@@ -59,6 +61,22 @@ func TestDemoAnswersItsCurlCommands(t *testing.T) {
 				t.Errorf("no X-Correlation-ID echoed")
 			}
 		})
+	}
+	// After the traffic, every metric the dashboard and alerts use is exported.
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scraped, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	names, err := os.ReadFile("../../deploy/grafana/METRICS.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range strings.Fields(string(names)) {
+		if !strings.Contains(string(scraped), "\n# TYPE "+name+" ") {
+			t.Errorf("/metrics lacks %s, which deploy/grafana uses", name)
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {
