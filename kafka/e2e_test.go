@@ -803,3 +803,48 @@ func TestE2EKafkaUpstream(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EExampleConfig runs examples/kafka-request-reply.yaml as shipped
+// (only the broker port changed) with the example responder's handler.
+func TestE2EExampleConfig(t *testing.T) {
+	src, err := os.ReadFile("../examples/kafka-request-reply.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "quotes.requests", "quotes.replies", "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	addr := c.ListenAddrs()[0]
+	_, port, _ := net.SplitHostPort(addr)
+	cfg := strings.ReplaceAll(string(src), "port: 9092", "port: "+port)
+	if cfg == string(src) {
+		t.Fatal("the example no longer names port 9092")
+	}
+	h := envoytest.Start(t, cfg, envoytest.Options{Envoy: longEnvoy(10 * time.Second)})
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	r := &kafka.Responder{Brokers: []string{addr}, Topic: "quotes.requests", Handler: kafka.EchoHandler}
+	go func() { done <- r.Run(ctx, func() { close(ready) }) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("responder not ready")
+	}
+	waitKafkaReady(t, h)
+	cl := client(t)
+	a := send(cl, h, "POST", "/api/quotes?sym=ACME", `{"qty":3}`, "X-Correlation-ID", "ex-77")
+	var got map[string]any
+	if a.err != nil || a.status != 200 || json.Unmarshal(a.body, &got) != nil || got["correlation_id"] != "ex-77" ||
+		got["path"] != "/api/quotes" || got["body"] != `{"qty":3}` || a.header.Get("x-correlation-id") != "ex-77" {
+		t.Fatalf("quotes: %v %d %v %s", a.err, a.status, a.header, a.body)
+	}
+	if a := send(cl, h, "POST", "/api/events", `{"e":1}`, "content-type", "application/json"); a.err != nil || a.status != 200 ||
+		string(a.body) != `{"message":"message sent"}` {
+		t.Fatalf("events: %v %d %s", a.err, a.status, a.body)
+	}
+}
