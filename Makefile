@@ -22,6 +22,7 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -run 'Allocs' ./flows/ # allocation counts need a build without -race
 
 # Each fuzz target runs briefly from its seed corpus.
 fuzz-short:
