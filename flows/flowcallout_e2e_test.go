@@ -650,3 +650,41 @@ func TestFlowCalloutE2EExample(t *testing.T) {
 	resp, body = h.Do(t, h.Request(t, "POST", "/api/orders", `{"x":1}`))
 	wantE2EDenied(t, resp, body)
 }
+
+// preserve_original_request_body: the flow's plugins may change the copy
+// (the flow service gets the changed body); the upstream gets the original
+// unless preserve_original_request_body is false.
+func TestFlowCalloutE2EPreserveOriginalBody(t *testing.T) {
+	flow := startFlowServer(t, 200, `{"user":"ann"}`)
+	rewrite := `    plugins:
+      - name: pre-function
+        config:
+          access:
+            - kong.service.request.set_raw_body("rewritten-by-flow")
+`
+	for _, c := range []struct {
+		preserve bool
+		want     string
+	}{{true, e2eOrderBody}, {false, "rewritten-by-flow"}} {
+		t.Run(fmt.Sprintf("preserve=%v", c.preserve), func(t *testing.T) {
+			cfg := strings.Replace(e2eSeedConfig(flow.URL, "", false, rewrite), "on_flow_error_status: 403",
+				fmt.Sprintf("on_flow_error_status: 403\n              preserve_original_request_body: %v", c.preserve), 1)
+			h := envoytest.Start(t, cfg, envoytest.Options{})
+			flow.mu.Lock()
+			flow.hits = nil
+			flow.mu.Unlock()
+			resp, body := e2eOrder(t, h)
+			wantStatus(t, resp, body, 200)
+			if r := flow.only(t); r.Body != "rewritten-by-flow" {
+				t.Errorf("flow service got body %q, want the flow plugin's", r.Body)
+			}
+			e := envoytest.DecodeEcho(t, body)
+			if e.Body != c.want {
+				t.Errorf("upstream body %q, want %q", e.Body, c.want)
+			}
+			if e.Method != "POST" || e.Header("X-Security-User") != "ann" {
+				t.Errorf("upstream got %s, headers %v", e.Method, e.Headers)
+			}
+		})
+	}
+}
