@@ -103,7 +103,7 @@ kong.ctx.shared.after = kong.request.get_header("x-new")
 		h.Get("x-t") != "t" || !reflect.DeepEqual(h.Values("x-l"), []string{"1", "2"}) {
 		t.Errorf("headers: %v", h)
 	}
-	if x.Request.Path != "/v2/users" || x.Request.RawQuery != "a=x+y&b=1&b=2&f" || x.Request.Method != "PUT" {
+	if x.Request.Path != "/v2/users" || x.Request.RawQuery != "a=x%20y&b=1&b=2&f" || x.Request.Method != "PUT" {
 		t.Errorf("path/query/method: %s ? %s %s", x.Request.Path, x.Request.RawQuery, x.Request.Method)
 	}
 	if string(x.Request.Body) != `{"list":[1,2],"ok":true}` {

@@ -33,8 +33,9 @@ type serverlessConfig struct {
 // no separate rewrite phase); certificate and log chunks are compiled (so
 // their syntax is checked) and a warning says they never run. A chunk
 // error stops the phase's later chunks. Needs are found statically:
-// kong.request.get_body/get_raw_body in rewrite/access (or kong.request
-// aliased) asks for the request body, header_filter chunks or early
+// kong.request.get_body/get_raw_body or kong.service.request.set_body/
+// set_raw_body in rewrite/access (or kong.request aliased) asks for the
+// request body, header_filter chunks or early
 // kong.response header changes for response headers, body_filter chunks for
 // the buffered response body.
 type serverless struct {
@@ -84,8 +85,16 @@ func serverlessFactory(name string, priority int) Factory {
 		p.header = compile("header_filter", c.HeaderFilter)
 		p.body = compile("body_filter", c.BodyFilter)
 		for _, ch := range append(append([]*LuaChunk(nil), p.rewrite...), p.access...) {
-			if ch.UsesKong("kong.request.get_body") || ch.UsesKong("kong.request.get_raw_body") {
-				p.needs.RequestBody = true
+			// Kong's set_raw_body/set_body read the client body first
+			// (ngx.req.read_body); buffering it here also lets the
+			// replacement go out in the body phase with a matching
+			// content-length (from the headers phase Envoy drops
+			// content-length and the upstream gets a chunked body).
+			for _, f := range []string{"kong.request.get_body", "kong.request.get_raw_body",
+				"kong.service.request.set_raw_body", "kong.service.request.set_body"} {
+				if ch.UsesKong(f) {
+					p.needs.RequestBody = true
+				}
 			}
 		}
 		p.needs.ResponseHeaders = len(p.header) > 0 || len(p.body) > 0

@@ -67,6 +67,8 @@ func TestServerlessNeeds(t *testing.T) {
 		{`{access: ["kong.service.request.set_header('a', 'b')"]}`, Needs{}},
 		{`{access: ["local b = kong.request.get_body()"]}`, Needs{RequestBody: true}},
 		{`{rewrite: ["local b = kong.request.get_raw_body()"]}`, Needs{RequestBody: true}},
+		{`{access: ["kong.service.request.set_raw_body('x')"]}`, Needs{RequestBody: true}},
+		{`{access: ["kong.service.request.set_body({a = 1})"]}`, Needs{RequestBody: true}},
 		{`{access: ["local r = kong.request; r.get_body()"]}`, Needs{RequestBody: true}},
 		{`{header_filter: ["kong.response.set_header('a', 'b')"]}`, Needs{ResponseHeaders: true}},
 		{`{body_filter: ["kong.response.set_raw_body('x')"]}`, Needs{ResponseHeaders: true, ResponseBody: true}},

@@ -14,10 +14,19 @@
 //     package, coroutine, load*, dofile, getfenv/setfenv, string.dump.
 //   - Library tables are read-only views; globals a chunk sets live in a
 //     per-call table, so nothing leaks between requests on a pooled state.
-//   - Bombs: string.rep, string.format widths, string.gsub and table.concat
-//     are capped (Options.MaxStringLen), table.insert by MaxTableLen; the
-//     call stack is 200 frames; everything else is stopped by the time
-//     limit, checked at every Lua instruction. string.find/match/gmatch/gsub
+//   - Bombs: string.rep, string.format widths, string.gsub, table.concat
+//     and the `..` operator are capped (Options.MaxStringLen; chunks are
+//     compiled with `..` replaced by a call of the capped concatenation,
+//     since one VM instruction could otherwise build any size outside the
+//     time limit), table.insert by MaxTableLen; the call stack is 200
+//     frames; everything else is stopped by the time limit, checked at
+//     every Lua instruction (a table filled by plain assignment reaches
+//     tens of MB in 100 ms).
+//   - Errors build no gopher-lua stack traceback when the stack is deep
+//     (it lists one line per tail call: a tail-call loop stopped by the
+//     limit used to spend hundreds of ms and MB on it); pcall and xpcall
+//     are sidecall's own for that reason, and xpcall's handler runs after
+//     the failed call has unwound (nothing can tell without debug). string.find/match/gmatch/gsub
 //     use sidecall's own Lua 5.1 matcher, which checks the time limit as it
 //     goes (gopher-lua's cannot be stopped, and ".-.-b" is cubic).
 //   - Patterns follow Lua 5.1 (LuaJIT): %f frontiers work, a '^' in gmatch

@@ -18,6 +18,8 @@ func FuzzChunk(f *testing.F) {
 		`for k, v in pairs(kong.ctx.shared) do kong.log.err(k, v) end`,
 		`string.format("%d", "x")`,
 		`return ("x"):rep(3):gsub("x", "%%1")`,
+		`local t = setmetatable({}, {__concat = function(a, b) return "x" end}) return "a" .. t .. 1 .. t`,
+		`local function f(n) if n == 0 then error({}) end return f(n - 1) end return pcall(f, 10), xpcall(f, print, 3)`,
 	} {
 		f.Add(s)
 	}

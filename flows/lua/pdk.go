@@ -226,26 +226,34 @@ func (s *state) kongTable() *glua.LTable {
 		"set_body": set(func(h Host, L *glua.LState) {
 			v := s.toGo(L.CheckTable(1), 0)
 			ct := L.OptString(2, "")
-			if ct == "" {
+			given := ct != ""
+			if !given {
 				if vs := h.Headers()["content-type"]; len(vs) > 0 {
 					ct = vs[0]
 				}
 			}
 			mt, _, _ := mime.ParseMediaType(ct)
-			if mt == "application/x-www-form-urlencoded" {
+			var b []byte
+			switch {
+			case mt == "application/x-www-form-urlencoded":
 				m, _ := v.(map[string]any)
-				h.SetBody([]byte(EncodeQuery(m)))
-				return
-			}
-			if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
-				if mt != "" {
-					L.RaiseError("unsupported content type %q (sidecall encodes JSON and form bodies)", mt)
+				b = []byte(EncodeQuery(m))
+			case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "":
+				enc, err := marshalJSON(v)
+				if err != nil {
+					L.RaiseError("encoding body: %s", err.Error())
 				}
-				h.SetHeader("content-type", "application/json")
+				b = enc
+				if mt == "" {
+					ct, given = "application/json", true
+				}
+			default:
+				L.RaiseError("unsupported content type %q (sidecall encodes JSON and form bodies)", mt)
 			}
-			b, err := marshalJSON(v)
-			if err != nil {
-				L.RaiseError("encoding body: %s", err.Error())
+			if given {
+				// As Kong, the mime type given (or chosen) becomes the
+				// request's content-type.
+				h.SetHeader("content-type", ct)
 			}
 			h.SetBody(b)
 		}),

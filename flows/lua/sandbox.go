@@ -245,6 +245,8 @@ func compile(stmts []ast.Stmt, src, name string, isExpr bool) (c *Chunk, err err
 			c, err = nil, &SyntaxError{Msg: fmt.Sprint(r)}
 		}
 	}()
+	refs := analyze(stmts)
+	guardConcat(stmts)
 	proto, err := glua.Compile(stmts, name)
 	if err != nil {
 		var ce *glua.CompileError
@@ -253,7 +255,7 @@ func compile(stmts []ast.Stmt, src, name string, isExpr bool) (c *Chunk, err err
 		}
 		return nil, &SyntaxError{Msg: err.Error()}
 	}
-	return &Chunk{name: name, src: src, proto: proto, refs: analyze(stmts), expr: isExpr}, nil
+	return &Chunk{name: name, src: src, proto: proto, refs: refs, expr: isExpr}, nil
 }
 
 // Run runs c with the PDK bound to h. kong.response.exit stops the chunk
@@ -312,7 +314,7 @@ func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out a
 	if c.expr {
 		nret = 1
 	}
-	perr := L.PCall(0, nret, nil)
+	perr := L.PCall(0, nret, st.keepErr)
 	L.RemoveContext()
 	exited := st.exited
 	if perr == nil && c.expr {

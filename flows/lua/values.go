@@ -123,46 +123,57 @@ func unescape(s string) string {
 	return s
 }
 
-// EncodeQuery encodes args (string, bool true, number or list values) with
-// sorted keys, as kong.service.request.set_query does.
+// EncodeQuery encodes args (string, bool true, number or list values) as
+// kong.service.request.set_query and set_body (form) do: each key through
+// ngx.encode_args (percent-encoding with %20 for a space, a bare key for
+// true, nothing for false, one pair per list item in order), then the
+// per-key strings sorted and joined with '&'.
 func EncodeQuery(args map[string]any) string {
-	keys := make([]string, 0, len(args))
-	for k := range args {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	add := func(k string, v any) {
-		switch t := v.(type) {
-		case nil:
-			return
-		case bool:
-			if !t {
+	parts := make([]string, 0, len(args))
+	for k, v := range args {
+		var b strings.Builder
+		add := func(v any) {
+			switch t := v.(type) {
+			case nil:
+				return
+			case bool:
+				if !t {
+					return
+				}
+				if b.Len() > 0 {
+					b.WriteByte('&')
+				}
+				b.WriteString(escapeURIComponent(k))
 				return
 			}
 			if b.Len() > 0 {
 				b.WriteByte('&')
 			}
-			b.WriteString(url.QueryEscape(k))
-			return
+			b.WriteString(escapeURIComponent(k))
+			b.WriteByte('=')
+			b.WriteString(escapeURIComponent(ToString(v)))
+		}
+		if l, ok := v.([]any); ok {
+			for _, e := range l {
+				add(e)
+			}
+		} else {
+			add(v)
 		}
 		if b.Len() > 0 {
-			b.WriteByte('&')
+			parts = append(parts, b.String())
 		}
-		b.WriteString(url.QueryEscape(k))
-		b.WriteByte('=')
-		b.WriteString(url.QueryEscape(ToString(v)))
 	}
-	for _, k := range keys {
-		if l, ok := args[k].([]any); ok {
-			for _, v := range l {
-				add(k, v)
-			}
-			continue
-		}
-		add(k, args[k])
-	}
-	return b.String()
+	sort.Strings(parts)
+	return strings.Join(parts, "&")
+}
+
+// escapeURIComponent is ngx.escape_uri: everything but A-Z a-z 0-9 - . _ ~
+// is percent-encoded, a space as %20.
+func escapeURIComponent(s string) string {
+	// url.QueryEscape keeps the same set; it writes a space as '+' and a
+	// literal '+' as %2B, so every '+' left is a space.
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
 // bignum is an integer a Lua number cannot hold exactly (|n| > 2^53); it
