@@ -237,6 +237,7 @@ func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
 	st.wantReqBody = st.needs.RequestBody && !eos
 	if eos {
 		st.reqDone = true
+		st.x.Request.HasBody = true // no body: known, and empty (Kong's get_raw_body gives "")
 	}
 	mode := modeOverride(st.wantReqBody, st.needs.ResponseHeaders, st.needs.ResponseBody)
 	if st.wantReqBody {

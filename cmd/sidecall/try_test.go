@@ -25,7 +25,9 @@ func TestTryFrontsAnUpstream(t *testing.T) {
 	listen := freePort(t)
 	var stdout, stderr syncBuf
 	done := make(chan int, 1)
-	go func() { done <- run([]string{"try", "-c", cfg, "--upstream", up.URL, "--listen", listen}, &stdout, &stderr) }()
+	go func() {
+		done <- run([]string{"try", "-c", cfg, "--upstream", up.URL, "--listen", listen}, &stdout, &stderr)
+	}()
 	var body string
 	waitFor(t, "try to answer", func() bool {
 		r, err := http.Get("http://" + listen + "/x")
