@@ -394,6 +394,10 @@ func TestAsRealHTTPServer(t *testing.T) {
 	if s.Header.Get("X-Added") != "1" || s.Path != "/real?x=1" || s.ContentLength != 7 {
 		t.Fatalf("upstream %+v", s)
 	}
+	// The trace is recorded just after the response is written: wait for it.
+	for i := 0; i < 300 && e.p.LastTrace() == nil; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
 	h := e.p.LastTrace().SentMessages()[0].GetRequestHeaders().GetHeaders()
 	if cl, _ := headerOf(h, "content-length"); cl != "7" {
 		t.Fatalf("content-length seen by processor %q", cl)
