@@ -1,7 +1,6 @@
 package flows
 
 import (
-	"context"
 	"strings"
 
 	"go.uber.org/zap"
@@ -227,17 +226,4 @@ func (x *Exchange) ResetChanges() {
 	x.reqHeadersChanged, x.respHeadersChanged = nil, nil
 	x.pathChanged, x.methodChanged, x.bodyChanged = false, false, false
 	x.respBodyChanged, x.statusChanged = false, false
-}
-
-type exchangeKey struct{}
-
-// WithExchange returns ctx carrying x (for code that only has a context).
-func WithExchange(ctx context.Context, x *Exchange) context.Context {
-	return context.WithValue(ctx, exchangeKey{}, x)
-}
-
-// ExchangeFrom returns the Exchange carried by ctx, or nil.
-func ExchangeFrom(ctx context.Context) *Exchange {
-	x, _ := ctx.Value(exchangeKey{}).(*Exchange)
-	return x
 }

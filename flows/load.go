@@ -361,6 +361,7 @@ func build(b *Builder, cfg *Config) *Snapshot {
 		rs[i], ps[i] = ra.r, ra.at
 	}
 	s.router = NewRouter(b, rs, ps)
+	s.matchHeaders = s.router.UsesHeaders()
 	return s
 }
 

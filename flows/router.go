@@ -497,3 +497,17 @@ func captures(re *regexp.Regexp, path string, loc []int) Captures {
 	}
 	return c
 }
+
+// UsesHeaders tells whether any route matches on request headers, so the
+// processor can skip building the header map for requests that need none.
+func (r *Router) UsesHeaders() bool {
+	if r == nil {
+		return false
+	}
+	for i := range r.entries {
+		if len(r.entries[i].headers) > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -43,9 +43,10 @@ type Snapshot struct {
 	// Redacted is the effective config for /config, secrets hidden.
 	Redacted any
 
-	byName  map[string]*Route
-	router  *Router
-	closers []func()
+	byName       map[string]*Route
+	router       *Router
+	matchHeaders bool
+	closers      []func()
 }
 
 // RouteByName returns the route with that name, or nil.
@@ -58,6 +59,9 @@ func (s *Snapshot) Match(in MatchInput) (*Route, Captures, bool) {
 	}
 	return s.router.Match(in)
 }
+
+// MatchUsesHeaders tells whether Match looks at MatchInput.Headers.
+func (s *Snapshot) MatchUsesHeaders() bool { return s.matchHeaders }
 
 // Close releases what the plugins of this snapshot registered with OnClose.
 func (s *Snapshot) Close() {

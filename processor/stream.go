@@ -132,38 +132,50 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 }
 
 // begin builds the Exchange from the first message and selects the route.
+// Regular headers are copied into the Exchange only when the router or the
+// route's plugins look at them: a pass-through costs no header map.
 func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) {
-	r := flows.Request{Headers: make(flows.Headers, len(hm.GetHeaders()))}
+	var r flows.Request
+	var id, host string
 	for _, h := range hm.GetHeaders() {
-		v := string(h.GetRawValue())
-		if v == "" {
-			v = h.GetValue()
+		k := h.GetKey()
+		if len(k) == 0 {
+			continue
 		}
-		k := strings.ToLower(h.GetKey())
-		switch k {
-		case ":method":
-			r.Method = v
-		case ":path":
-			r.Path, r.RawQuery, _ = strings.Cut(v, "?")
-		case ":scheme":
-			r.Scheme = v
-		case ":authority":
-			r.Authority = v
-		default:
-			if !strings.HasPrefix(k, ":") {
-				r.Headers[k] = append(r.Headers[k], v)
+		if k[0] == ':' {
+			v := headerValue(h)
+			switch strings.ToLower(k) {
+			case ":method":
+				r.Method = v
+			case ":path":
+				r.Path, r.RawQuery, _ = strings.Cut(v, "?")
+			case ":scheme":
+				r.Scheme = v
+			case ":authority":
+				r.Authority = v
 			}
+			continue
+		}
+		if strings.EqualFold(k, "x-request-id") {
+			id = headerValue(h)
+		} else if r.Authority == "" && strings.EqualFold(k, "host") {
+			host = headerValue(h)
 		}
 	}
 	if r.Authority == "" {
-		r.Authority = r.Headers.Get("host")
+		r.Authority = host
 	}
-	st.x = flows.NewExchange(r.Headers.Get("x-request-id"), r, st.srv.log)
+	st.x = flows.NewExchange(id, r, st.srv.log)
 	if a := req.GetAttributes()[attrNamespace]; a != nil {
 		st.x.Attributes = make(map[string]string, len(a.GetFields()))
 		for k, v := range a.GetFields() {
 			st.x.Attributes[k] = attrString(v)
 		}
+	}
+	parsed := false
+	if st.snap.MatchUsesHeaders() {
+		copyHeaders(st.x.Request.Headers, hm)
+		parsed = true
 	}
 	route, caps := st.selectRoute(req)
 	if route != nil {
@@ -177,10 +189,33 @@ func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) 
 	st.needs = st.pipe.Needs()
 	st.srv.metrics.routeStream(st.route).Inc()
 	if !st.pipe.Empty() {
+		if !parsed {
+			copyHeaders(st.x.Request.Headers, hm)
+		}
 		st.obs = st.srv.metrics.observer(st.route)
 		if st.x.ID != "" {
-			st.x.Log = st.srv.log.With(zap.String("request_id", st.x.ID))
+			// WithLazy encodes the field only if the request logs at all.
+			st.x.Log = st.srv.log.WithLazy(zap.String("request_id", st.x.ID))
 		}
+	}
+}
+
+func headerValue(h *corev3.HeaderValue) string {
+	if v := h.GetRawValue(); len(v) > 0 {
+		return string(v)
+	}
+	return h.GetValue() // Envoy sends raw_value; other clients may not
+}
+
+// copyHeaders adds hm's regular headers to dst with lower-case names.
+func copyHeaders(dst flows.Headers, hm *corev3.HeaderMap) {
+	for _, h := range hm.GetHeaders() {
+		k := h.GetKey()
+		if len(k) == 0 || k[0] == ':' {
+			continue
+		}
+		k = strings.ToLower(k)
+		dst[k] = append(dst[k], headerValue(h))
 	}
 }
 
@@ -229,8 +264,7 @@ func (st *stream) selectRoute(req *extprocv3.ProcessingRequest) (*flows.Route, f
 }
 
 func (st *stream) run(phase flows.Phase) error {
-	ctx := flows.WithExchange(st.ctx, st.x)
-	return st.pipe.Run(ctx, phase, st.x, st.obs)
+	return st.pipe.Run(st.ctx, phase, st.x, st.obs)
 }
 
 func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
