@@ -36,7 +36,8 @@ func TestConfigValidation_Rows2_5_6_21(t *testing.T) {
 		{"unknown field", `callouts: [{name: a, request: {url: "http://h/", nope: 1}}]`, "request.nope: unknown field"},
 		{"wrong type", `callouts: [{name: a, request: {url: "http://h/", query: {forward: "yes"}}}]`, "query.forward: must be a boolean"},
 		{"vault whole value", `callouts: [{name: a, request: {url: "http://h/", headers: {custom: {x: "Bearer {vault://env/T}"}}}}]`, "a vault reference must be the whole value"},
-		{"template syntax", `callouts: [{name: a, request: {url: "http://h/", headers: {custom: {x: "$(callouts.a"}}}}]`, "template syntax error"},
+		{"template syntax", `callouts: [{name: a, request: {url: "http://h/", headers: {custom: {x: "$(callouts.a"}}}}]`, "request.headers.custom.x: unbalanced parentheses in $(...)"},
+		{"template lua syntax", `callouts: [{name: a, request: {url: "http://h/", headers: {custom: {x: "$(callouts.a.)"}}}}]`, "request.headers.custom.x: lua syntax error in $(callouts.a.)"},
 		{"lua syntax", `callouts: [{name: a, request: {url: "http://h/", by_lua: "local x = ("}}]`, "request.by_lua: lua syntax error"},
 		{"row39 hash literal", `callouts: [{name: a, request: {url: "http://h/", headers: {custom: {x: "#1234"}}}}]`, "starting with '#'"},
 		{"cache strategy", `{callouts: [{name: a, request: {url: "http://h/"}}], cache: {strategy: disk}}`, "cache.strategy: must be one of off, memory, redis"},
@@ -47,7 +48,7 @@ func TestConfigValidation_Rows2_5_6_21(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			res := flows.NewResources()
 			defer res.Close()
-			_, probs := buildWith(t, res, fakeEngine{}, nil, c.cfg)
+			_, probs := buildWith(t, res, nil, c.cfg)
 			var all []string
 			for _, p := range probs {
 				all = append(all, p.String())
@@ -63,14 +64,14 @@ func TestConfigValidation_Rows2_5_6_21(t *testing.T) {
 func TestConfigValidationReportsAll(t *testing.T) {
 	res := flows.NewResources()
 	defer res.Close()
-	_, probs := buildWith(t, res, fakeEngine{}, nil, `callouts: [{name: a, request: {url: "http://h/", method: x}}, {name: a, request: {}}]`)
+	_, probs := buildWith(t, res, nil, `callouts: [{name: a, request: {url: "http://h/", method: x}}, {name: a, request: {}}]`)
 	if len(probs) < 3 {
 		t.Fatalf("want >= 3 problems, got %v", probs)
 	}
 }
 
 func TestDefaults_Rows6_19_26_49(t *testing.T) {
-	p := build(t, fakeEngine{}, `callouts: [{name: a, request: {url: "http://h/"}}]`)
+	p := build(t, `callouts: [{name: a, request: {url: "http://h/"}}]`)
 	c := p.callouts[0]
 	if c.cfg.Request.Method != "GET" || !c.cfg.Request.HTTPOpts.SSLVerify || c.onError != "fail" || c.retries != 2 ||
 		c.cfg.Request.Error.ErrorResponseCode != 400 || !c.cfg.Response.Headers.Store || !c.cfg.Response.Body.Store {
@@ -85,7 +86,7 @@ func TestDefaults_Rows6_19_26_49(t *testing.T) {
 	if p.Needs().RequestBody {
 		t.Fatal("no body use configured, but the plugin asks for the request body")
 	}
-	if build(t, fakeEngine{}, `callouts: [{name: a, request: {url: "http://h/", body: {forward: true}}}]`).Needs().RequestBody != true {
+	if build(t, `callouts: [{name: a, request: {url: "http://h/", body: {forward: true}}}]`).Needs().RequestBody != true {
 		t.Fatal("body.forward needs the request body")
 	}
 }
@@ -115,7 +116,7 @@ func TestErrorPolicyTable_Rows24_25_26_27_28_29(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, error: %s}}]`, c.url, c.errBlock))
+			p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, error: %s}}]`, c.url, c.errBlock))
 			x := newX("GET", "/", "", nil, "")
 			err := p.Access(context.Background(), x)
 			if c.wantStatus == 0 {
@@ -141,7 +142,7 @@ func TestRetryBookkeepingTransport_Row30(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := "http://" + l.Addr().String() + "/"
 	l.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, error: {on_error: retry, retries: 2}}}]`, dead))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, error: {on_error: retry, retries: 2}}}]`, dead))
 	x := newX("GET", "/", "", nil, "")
 	_ = p.Access(context.Background(), x)
 	req := ctxEntry(t, x, "a")["request"].(map[string]any)
@@ -171,7 +172,7 @@ func TestParallelFourIndependent(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		cs = append(cs, fmt.Sprintf(`{name: c%d, request: {url: "%s/%d", error: {http_statuses: [504]}}}`, i, srv.URL, i))
 	}
-	p := build(t, fakeEngine{}, "callouts: ["+strings.Join(cs, ",")+"]")
+	p := build(t, "callouts: ["+strings.Join(cs, ",")+"]")
 	if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
 		t.Fatalf("the server never saw 4 requests in flight together: %v", err)
 	}
@@ -191,7 +192,7 @@ func TestSequentialMode_Row4(t *testing.T) {
 		inflight.Add(-1)
 	}))
 	defer srv.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`{concurrency: sequential, callouts: [
+	p := build(t, fmt.Sprintf(`{concurrency: sequential, callouts: [
 	  {name: a, depends_on: [c], request: {url: "%[1]s/a"}}, {name: b, request: {url: "%[1]s/b"}}, {name: c, request: {url: "%[1]s/c"}}]}`, srv.URL))
 	if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
 		t.Fatal(err)
@@ -215,7 +216,7 @@ func TestDependsOnChainAndImplicit_Row3(t *testing.T) {
 		_, _ = w.Write([]byte(`{"id":"` + strings.TrimPrefix(r.URL.Path, "/") + `"}`))
 	}))
 	defer srv.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [
+	p := build(t, fmt.Sprintf(`callouts: [
 	  {name: c, depends_on: [b], request: {url: "%[1]s/c"}},
 	  {name: b, request: {url: "%[1]s/b", headers: {custom: {x-a: "$(callouts.a.response.body.id)"}}}},
 	  {name: a, request: {url: "%[1]s/a"}, response: {body: {decode: true}}}]`, srv.URL))
@@ -230,8 +231,7 @@ func TestDependsOnChainAndImplicit_Row3(t *testing.T) {
 // A by_lua reading callouts dynamically depends on every earlier callout.
 func TestDynamicLuaDependsOnEarlier(t *testing.T) {
 	src := `local n = "a"; local s = kong.ctx.shared.callouts[n].response.status`
-	eng := fakeEngine{lua: map[string]func(context.Context, *flows.Exchange) error{src: func(context.Context, *flows.Exchange) error { return nil }}}
-	p := build(t, eng, fmt.Sprintf(`callouts: [{name: a, request: {url: "http://h/a"}}, {name: z, request: {url: "http://h/z"}},
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: "http://h/a"}}, {name: z, request: {url: "http://h/z"}},
 	  {name: b, request: {url: "http://h/b", by_lua: %q}}]`, src))
 	if len(p.waves) != 2 || len(p.waves[0]) != 2 || p.waves[1][0] != 2 {
 		t.Fatalf("waves = %v", p.waves)
@@ -239,18 +239,19 @@ func TestDynamicLuaDependsOnEarlier(t *testing.T) {
 }
 
 // Rows 9, 10, 18: forwarded headers, custom override and null removal,
+// headers["x-in"] and Kong's headers.x_in (underscore for dash) in $(...),
 // hop-by-hop never forwarded, default User-Agent, traceparent propagated.
 func TestCalloutHeaders_Rows9_10_18(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, nil)
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, headers: {forward: true, custom: {X-Drop: null, X-Over: new, X-From: "$(headers.x-in)"}}}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, headers: {forward: true, custom: {X-Drop: null, X-Over: new, X-From: '$(headers["x-in"])', X-Under: "$(headers.x_in)"}}}}]`, srv.URL))
 	x := newX("GET", "/", "", map[string]string{"x-in": "v1", "x-drop": "d", "x-over": "old", "connection": "x-in", "te": "trailers",
 		"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "host": "client.example"}, "")
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
 	}
 	h := rec.last(t).Header
-	if h.Get("X-In") != "v1" || h.Get("X-Drop") != "" || h.Get("X-Over") != "new" || h.Get("X-From") != "v1" {
+	if h.Get("X-In") != "v1" || h.Get("X-Drop") != "" || h.Get("X-Over") != "new" || h.Get("X-From") != "v1" || h.Get("X-Under") != "v1" {
 		t.Fatalf("headers = %v", h)
 	}
 	if h.Get("Te") != "" || h.Get("Connection") == "x-in" {
@@ -268,7 +269,7 @@ func TestCalloutHeaders_Rows9_10_18(t *testing.T) {
 func TestCalloutQuery_Rows8_12(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, nil)
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: "%s/$(headers.x-p)?a=1&b=2&c=3", query: {custom: {a: "9", b: null}}}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: '%s/$(headers["x-p"])?a=1&b=2&c=3', query: {custom: {a: "9", b: null}}}}]`, srv.URL))
 	if err := p.Access(context.Background(), newX("GET", "/", "", map[string]string{"x-p": "dyn"}, "")); err != nil {
 		t.Fatal(err)
 	}
@@ -277,9 +278,9 @@ func TestCalloutQuery_Rows8_12(t *testing.T) {
 		t.Fatalf("got %s?%s", r.Path, r.Query)
 	}
 	// Row 8: an invalid rendered url is a 500.
-	p = build(t, fakeEngine{}, `callouts: [{name: a, request: {url: "$(headers.x-u)"}}]`)
-	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", map[string]string{"x-u": "::bad"}, ""))); he.Status != 500 {
-		t.Fatalf("status %d", he.Status)
+	p = build(t, `callouts: [{name: a, request: {url: '$(headers["x-u"])'}}]`)
+	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", map[string]string{"x-u": "::bad"}, ""))); he.Status != 500 || flows.IsLuaError(he) {
+		t.Fatalf("status %d (%v)", he.Status, he.Err)
 	}
 }
 
@@ -287,7 +288,7 @@ func TestCalloutQuery_Rows8_12(t *testing.T) {
 func TestCalloutBody_Rows13_14_15_17(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, nil)
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, method: POST, headers: {custom: {content-type: application/json; charset=utf-8}}, body: {forward: true, decode: true, custom: {add: x, drop: null}}}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, method: POST, headers: {custom: {content-type: application/json; charset=utf-8}}, body: {forward: true, decode: true, custom: {add: x, drop: null}}}}]`, srv.URL))
 	x := newX("POST", "/", "", nil, `{"keep":1,"drop":2}`)
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -310,7 +311,7 @@ func TestUpstream_Rows43_44_45_46_47(t *testing.T) {
 	srv := jsonServer(t, nil, 200, map[string]string{"id": "42"})
 	base := fmt.Sprintf(`callouts: [{name: a, request: {url: %q}, response: {body: {decode: true}}}]`, srv.URL)
 	t.Run("row44 custom headers and null", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base+`
+		p := build(t, base+`
 upstream: {headers: {custom: {X-Id: "$(callouts.a.response.body.id)", X-Gone: null}}}`)
 		x := newX("GET", "/", "", map[string]string{"x-gone": "1", "x-keep": "2"}, "")
 		if err := p.Access(context.Background(), x); err != nil {
@@ -321,8 +322,8 @@ upstream: {headers: {custom: {X-Id: "$(callouts.a.response.body.id)", X-Gone: nu
 		}
 	})
 	t.Run("row43 forward false after expressions", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base+`
-upstream: {headers: {forward: false, custom: {X-Copy: "$(headers.x-keep)"}}}`)
+		p := build(t, base+`
+upstream: {headers: {forward: false, custom: {X-Copy: '$(headers["x-keep"])'}}}`)
 		x := newX("GET", "/", "", map[string]string{"x-keep": "2", "content-type": "text/plain"}, "")
 		if err := p.Access(context.Background(), x); err != nil {
 			t.Fatal(err)
@@ -332,7 +333,7 @@ upstream: {headers: {forward: false, custom: {X-Copy: "$(headers.x-keep)"}}}`)
 		}
 	})
 	t.Run("row45 query", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base+`
+		p := build(t, base+`
 upstream: {query: {forward: false, custom: {id: "$(callouts.a.response.body.id)"}}}`)
 		x := newX("GET", "/", "secret=1", nil, "")
 		if err := p.Access(context.Background(), x); err != nil {
@@ -343,7 +344,7 @@ upstream: {query: {forward: false, custom: {id: "$(callouts.a.response.body.id)"
 		}
 	})
 	t.Run("row46 body forward false", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base+`
+		p := build(t, base+`
 upstream: {body: {forward: false}}`)
 		x := newX("POST", "/", "", nil, `{"a":1}`)
 		if err := p.Access(context.Background(), x); err != nil {
@@ -354,7 +355,7 @@ upstream: {body: {forward: false}}`)
 		}
 	})
 	t.Run("row47 body custom merge", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base+`
+		p := build(t, base+`
 upstream: {body: {custom: {id: "$(callouts.a.response.body.id)", pw: null}}}`)
 		x := newX("POST", "/", "", nil, `{"a":1,"pw":"x"}`)
 		if err := p.Access(context.Background(), x); err != nil {
@@ -365,7 +366,7 @@ upstream: {body: {custom: {id: "$(callouts.a.response.body.id)", pw: null}}}`)
 		}
 	})
 	t.Run("row16 empty body starts from {}", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base+`
+		p := build(t, base+`
 upstream: {body: {custom: {id: "$(callouts.a.response.body.id)"}}}`)
 		x := newX("POST", "/", "", nil, "")
 		if err := p.Access(context.Background(), x); err != nil {
@@ -376,7 +377,7 @@ upstream: {body: {custom: {id: "$(callouts.a.response.body.id)"}}}`)
 		}
 	})
 	t.Run("row46 empty custom leaves body", func(t *testing.T) {
-		p := build(t, fakeEngine{}, base)
+		p := build(t, base)
 		x := newX("POST", "/", "", nil, `not json`)
 		if err := p.Access(context.Background(), x); err != nil {
 			t.Fatal(err)
@@ -391,20 +392,28 @@ upstream: {body: {custom: {id: "$(callouts.a.response.body.id)"}}}`)
 func TestHeaderInjectionIs500(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, nil)
-	for i, cfg := range []string{`{callouts: [{name: a, request: {url: %q, headers: {custom: {X-V: "$(headers.x-evil)"}}}}]}`,
-		`{callouts: [{name: a, request: {url: %q}}], upstream: {headers: {custom: {X-V: "$(headers.x-evil)"}}}}`} {
-		p := build(t, fakeEngine{}, fmt.Sprintf(cfg, srv.URL))
+	for i, cfg := range []string{`{callouts: [{name: a, request: {url: %q, headers: {custom: {X-V: '$(headers["x-evil"])'}}}}]}`,
+		`{callouts: [{name: a, request: {url: %q}}], upstream: {headers: {custom: {X-V: '$(headers["x-evil"])'}}}}`} {
+		p := build(t, fmt.Sprintf(cfg, srv.URL))
+		ok := newX("GET", "/", "", map[string]string{"x-evil": "fine"}, "")
+		if err := p.Access(context.Background(), ok); err != nil {
+			t.Fatalf("a clean value must pass: %v", err)
+		}
+		if i == 0 && rec.last(t).Header.Get("X-V") != "fine" || i == 1 && ok.Request.Headers.Get("x-v") != "fine" {
+			t.Fatalf("clean value not set: callout %q upstream %q", rec.last(t).Header.Get("X-V"), ok.Request.Headers.Get("x-v"))
+		}
+		before := rec.calls.Load()
 		for _, bad := range []string{"a\r\nX-Injected: 1", "a\x00b", "a\nb"} {
 			x := newX("GET", "/", "", map[string]string{"x-evil": bad}, "")
-			if he := httpErr(t, p.Access(context.Background(), x)); he.Status != 500 {
-				t.Fatalf("status %d", he.Status)
+			if he := httpErr(t, p.Access(context.Background(), x)); he.Status != 500 || flows.IsLuaError(he) {
+				t.Fatalf("status %d (%v)", he.Status, he.Err)
 			}
 			if x.Request.Headers.Has("x-v") {
 				t.Fatal("bad value set upstream")
 			}
 		}
-		if i == 0 && rec.calls.Load() != 0 { // the upstream case calls the callout legitimately
-			t.Fatalf("a bad header reached the callout server (%d calls)", rec.calls.Load())
+		if i == 0 && rec.calls.Load() != before { // the upstream case calls the callout legitimately
+			t.Fatalf("a bad header reached the callout server (%d calls)", rec.calls.Load()-before)
 		}
 	}
 }
@@ -417,11 +426,11 @@ func TestTLSVerifyAndSNI_Rows19_20(t *testing.T) {
 	srv.TLS = &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { sni.Store(h.ServerName); return nil, nil }}
 	srv.StartTLS()
 	defer srv.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q}}]`, srv.URL))
 	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", nil, ""))); he.Status != 400 {
 		t.Fatalf("unverifiable certificate: status %d", he.Status)
 	}
-	p = build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, http_opts: {ssl_verify: false, ssl_server_name: api.example}}}]`, srv.URL))
+	p = build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, http_opts: {ssl_verify: false, ssl_server_name: api.example}}}]`, srv.URL))
 	x := newX("GET", "/", "", nil, "")
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -440,7 +449,7 @@ func TestTimeouts_Row21(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, http_opts: {timeouts: {connect: 100, read: 100, write: 100}}}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, http_opts: {timeouts: {connect: 100, read: 100, write: 100}}}}]`, srv.URL))
 	start := time.Now()
 	he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", nil, "")))
 	if he.Status != 400 || time.Since(start) > 1500*time.Millisecond {
@@ -457,7 +466,7 @@ func TestPluginTimeout(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`{timeout: 100, callouts: [{name: a, request: {url: %q}}]}`, srv.URL))
+	p := build(t, fmt.Sprintf(`{timeout: 100, callouts: [{name: a, request: {url: %q}}]}`, srv.URL))
 	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", nil, ""))); he.Status != 504 {
 		t.Fatalf("status %d", he.Status)
 	}
@@ -478,7 +487,7 @@ func TestForwardProxy_Row22(t *testing.T) {
 		httputil.NewSingleHostReverseProxy(bu).ServeHTTP(w, r)
 	}))
 	defer proxy.Close()
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: "http://backend.invalid/x", http_opts: {proxy: {http_proxy: %q, auth_username: u, auth_password: p}}}}]`, proxy.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: "http://backend.invalid/x", http_opts: {proxy: {http_proxy: %q, auth_username: u, auth_password: p}}}}]`, proxy.URL))
 	if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
 		t.Fatal(err)
 	}
@@ -492,25 +501,18 @@ func TestForwardProxy_Row22(t *testing.T) {
 func TestLuaHooks_Rows23_34(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"verdict": "block"})
-	reqLua, respLua, badLua := "rewrite", "block", "boom"
-	eng := fakeEngine{lua: map[string]func(context.Context, *flows.Exchange) error{
-		reqLua: func(_ context.Context, x *flows.Exchange) error {
-			params := x.Shared["callouts"].(map[string]any)["a"].(map[string]any)["request"].(map[string]any)["params"].(map[string]any)
-			params["url"] = params["url"].(string) + "/rewritten"
-			params["body"] = "a=1&b=2"
-			params["method"] = "POST"
-			return nil
-		},
-		respLua: func(_ context.Context, x *flows.Exchange) error {
-			body := x.Shared["callouts"].(map[string]any)["a"].(map[string]any)["response"].(map[string]any)["body"].(map[string]any)
-			if body["verdict"] == "block" {
-				x.Respond(403, nil, []byte(`{"message":"blocked"}`))
-			}
-			return nil
-		},
-		badLua: func(context.Context, *flows.Exchange) error { return fmt.Errorf("attempt to index a nil value") },
-	}}
-	p := build(t, eng, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, by_lua: %s}, response: {body: {decode: true}, by_lua: %s}}]`, srv.URL, reqLua, respLua))
+	// request.by_lua edits its own request.params (Kong §1.3).
+	reqLua := `local params = kong.ctx.shared.callouts.a.request.params
+params.url = params.url .. "/rewritten"
+params.body = "a=1&b=2"
+params.method = "POST"`
+	// response.by_lua reads the decoded body and answers the client.
+	respLua := `if kong.ctx.shared.callouts.a.response.body.verdict == "block" then
+  return kong.response.exit(403, { message = "blocked" })
+end`
+	// A runtime error: indexing a field that is not there.
+	badLua := `local v = kong.ctx.shared.callouts.a.nope.status`
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, by_lua: %q}, response: {body: {decode: true}, by_lua: %q}}]`, srv.URL, reqLua, respLua))
 	x := newX("GET", "/", "", nil, "")
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -519,19 +521,20 @@ func TestLuaHooks_Rows23_34(t *testing.T) {
 	if r.Method != "POST" || r.Path != "/rewritten" || r.Body != "a=1&b=2" {
 		t.Fatalf("callout got %s %s %q", r.Method, r.Path, r.Body)
 	}
-	if x.Reply == nil || x.Reply.Status != 403 {
+	if x.Reply == nil || x.Reply.Status != 403 || string(x.Reply.Body) != `{"message":"blocked"}` {
 		t.Fatalf("reply = %+v", x.Reply)
 	}
-	p = build(t, eng, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, by_lua: %s}}]`, srv.URL, badLua))
-	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", nil, ""))); he.Status != 500 {
-		t.Fatalf("status %d", he.Status)
+	p = build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %q, by_lua: %q}}]`, srv.URL, badLua))
+	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", nil, ""))); he.Status != 500 || !flows.IsLuaError(he) ||
+		!strings.Contains(he.Err.Error(), "index") {
+		t.Fatalf("status %d (%v)", he.Status, he.Err)
 	}
 }
 
 // Rows 32, 33: store flags.
 func TestResponseStoreFlags_Rows31_32_33(t *testing.T) {
 	srv := jsonServer(t, nil, 201, map[string]string{"a": "b"})
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: %[1]q}, response: {headers: {store: false}}}, {name: b, request: {url: %[1]q}, response: {body: {store: false}}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: %[1]q}, response: {headers: {store: false}}}, {name: b, request: {url: %[1]q}, response: {body: {store: false}}}]`, srv.URL))
 	x := newX("GET", "/", "", nil, "")
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -549,7 +552,7 @@ func TestResponseStoreFlags_Rows31_32_33(t *testing.T) {
 // Row 56: each callout attempt logs URL, status and latency.
 func TestCalloutLogging_Row56(t *testing.T) {
 	srv := jsonServer(t, nil, 202, nil)
-	p := build(t, fakeEngine{}, fmt.Sprintf(`callouts: [{name: a, request: {url: "%s/p?secret=1"}}]`, srv.URL))
+	p := build(t, fmt.Sprintf(`callouts: [{name: a, request: {url: "%s/p?secret=1"}}]`, srv.URL))
 	core, logs := observer.New(zap.DebugLevel)
 	x := newX("GET", "/", "", nil, "")
 	x.Log = zap.New(core)

@@ -21,7 +21,7 @@ func benchServer(b *testing.B) *httptest.Server {
 // One callout, no cache: every request makes the HTTP call.
 func BenchmarkOneCalloutMiss(b *testing.B) {
 	s := benchServer(b)
-	p := build(b, fakeEngine{}, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}, response: {body: {decode: true}}}], upstream: {headers: {custom: {Authorization: "Bearer $(callouts.a.response.body.token)"}}}}`, s.URL))
+	p := build(b, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}, response: {body: {decode: true}}}], upstream: {headers: {custom: {Authorization: "Bearer $(callouts.a.response.body.token)"}}}}`, s.URL))
 	b.ReportAllocs()
 	for b.Loop() {
 		x := flows.NewExchange("r", flows.Request{Method: "GET", Path: "/"}, nil)
@@ -34,7 +34,7 @@ func BenchmarkOneCalloutMiss(b *testing.B) {
 // One callout answered from the memory cache.
 func BenchmarkMemoryCacheHit(b *testing.B) {
 	s := benchServer(b)
-	p := build(b, fakeEngine{}, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}, response: {body: {decode: true}}}], cache: {strategy: memory}, upstream: {headers: {custom: {Authorization: "Bearer $(callouts.a.response.body.token)"}}}}`, s.URL))
+	p := build(b, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}, response: {body: {decode: true}}}], cache: {strategy: memory}, upstream: {headers: {custom: {Authorization: "Bearer $(callouts.a.response.body.token)"}}}}`, s.URL))
 	b.ReportAllocs()
 	for b.Loop() {
 		x := flows.NewExchange("r", flows.Request{Method: "GET", Path: "/"}, nil)

@@ -65,15 +65,11 @@ func TestRedisCache_Rows50_52_54(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
 	setKey := "kong.ctx.shared.callouts.auth1.caching.cache_key = 'some_key'"
-	eng := fakeEngine{lua: map[string]func(context.Context, *flows.Exchange) error{setKey: func(_ context.Context, x *flows.Exchange) error {
-		x.Shared["callouts"].(map[string]any)["auth1"].(map[string]any)["caching"].(map[string]any)["cache_key"] = "some_key"
-		return nil
-	}}}
 	resA, resB := flows.NewResources(), flows.NewResources()
 	defer resA.Close()
 	defer resB.Close()
-	a, pa := buildWith(t, resA, eng, nil, redisCfg(srv.URL, port, 1, setKey))
-	b, pb := buildWith(t, resB, eng, nil, redisCfg(srv.URL, port, 1, setKey))
+	a, pa := buildWith(t, resA, nil, redisCfg(srv.URL, port, 1, setKey))
+	b, pb := buildWith(t, resB, nil, redisCfg(srv.URL, port, 1, setKey))
 	if len(pa)+len(pb) > 0 {
 		t.Fatal(pa, pb)
 	}
@@ -106,7 +102,7 @@ func TestRedisDownCallsThrough(t *testing.T) {
 	port, kill := startRedis(t)
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
-	p := build(t, fakeEngine{}, redisCfg(srv.URL, port, 60, ""))
+	p := build(t, redisCfg(srv.URL, port, 60, ""))
 	for i := 0; i < 2; i++ {
 		if err := p.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
 			t.Fatal(err)
@@ -135,8 +131,8 @@ func TestMemoryCache_Rows50_53(t *testing.T) {
 	res := flows.NewResources()
 	defer res.Close()
 	cfg := fmt.Sprintf(`{callouts: [{name: a, request: {url: %[1]q}}, {name: b, request: {url: "%[1]s/b"}, cache: {bypass: true}}], cache: {strategy: memory, cache_ttl: 1}}`, srv.URL)
-	p1, e1 := buildWith(t, res, fakeEngine{}, nil, cfg)
-	p2, e2 := buildWith(t, res, fakeEngine{}, nil, cfg)
+	p1, e1 := buildWith(t, res, nil, cfg)
+	p2, e2 := buildWith(t, res, nil, cfg)
 	if len(e1)+len(e2) > 0 {
 		t.Fatal(e1, e2)
 	}
@@ -157,7 +153,7 @@ func TestMemoryCache_Rows50_53(t *testing.T) {
 	}
 
 	failing := jsonServer(t, rec, 500, nil)
-	p3 := build(t, fakeEngine{}, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q, error: {http_statuses: [500], on_error: continue}}}], cache: {strategy: memory}}`, failing.URL))
+	p3 := build(t, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q, error: {http_statuses: [500], on_error: continue}}}], cache: {strategy: memory}}`, failing.URL))
 	before := rec.calls.Load()
 	for i := 0; i < 2; i++ {
 		if err := p3.Access(context.Background(), newX("GET", "/", "", nil, "")); err != nil {
@@ -179,7 +175,7 @@ func TestCacheSingleflight(t *testing.T) {
 		<-release
 		inner.ServeHTTP(w, r)
 	})
-	p := build(t, fakeEngine{}, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}}], cache: {strategy: memory}}`, slow.URL))
+	p := build(t, fmt.Sprintf(`{callouts: [{name: a, request: {url: %q}}], cache: {strategy: memory}}`, slow.URL))
 	var wg sync.WaitGroup
 	for i := 0; i < 5; i++ {
 		wg.Add(1)

@@ -1,12 +1,10 @@
 package callout
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,98 +21,12 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
 }
 
-// fakeEngine stands in for flows/expr and flows/lua until they land: $(path)
-// over callouts/headers/query_params, and "Lua" chunks registered as Go funcs.
-type fakeEngine struct {
-	lua    map[string]func(ctx context.Context, x *flows.Exchange) error
-	anyLua bool // accept any chunk as a no-op (schema-only tests)
-}
-
-var placeholder = regexp.MustCompile(`\$\(([^)]*)\)`)
-var calloutRef = regexp.MustCompile(`callouts\.([A-Za-z0-9_]+)`)
-
-type fakeTemplate struct{ src string }
-
-func (t fakeTemplate) Render(_ context.Context, x *flows.Exchange) (string, error) {
-	var err error
-	out := placeholder.ReplaceAllStringFunc(t.src, func(m string) string {
-		path := strings.TrimSpace(m[2 : len(m)-1])
-		if strings.HasPrefix(path, `"`) {
-			return strings.Trim(path, `"`)
-		}
-		parts := strings.Split(path, ".")
-		var cur any
-		switch parts[0] {
-		case "callouts":
-			cur = x.Shared["callouts"]
-		case "headers":
-			return x.Request.Headers.Get(parts[1])
-		default:
-			err = fmt.Errorf("unknown variable %s", parts[0])
-			return ""
-		}
-		for _, p := range parts[1:] {
-			mm, ok := cur.(map[string]any)
-			if !ok {
-				err = fmt.Errorf("attempt to index a nil value (%s)", p)
-				return ""
-			}
-			cur = mm[p]
-		}
-		if cur == nil {
-			return ""
-		}
-		if f, ok := cur.(float64); ok {
-			return fmt.Sprint(f)
-		}
-		return fmt.Sprint(cur)
-	})
-	return out, err
-}
-func (t fakeTemplate) Callouts() []string { return refs(t.src) }
-func (t fakeTemplate) Dynamic() bool      { return false }
-
-func refs(src string) []string {
-	var out []string
-	for _, m := range calloutRef.FindAllStringSubmatch(src, -1) {
-		out = append(out, m[1])
-	}
-	return out
-}
-
-type fakeScript struct {
-	src string
-	f   func(ctx context.Context, x *flows.Exchange) error
-}
-
-func (s fakeScript) Run(ctx context.Context, x *flows.Exchange) error { return s.f(ctx, x) }
-func (s fakeScript) Callouts() []string                               { return refs(s.src) }
-func (s fakeScript) Dynamic() bool                                    { return strings.Contains(s.src, "callouts[") }
-
-func (e fakeEngine) Template(b *flows.Builder, src string, at flows.Path) template {
-	if strings.Count(src, "$(") != strings.Count(src, ")") {
-		b.Errorf(at, "template syntax error: unbalanced parentheses")
-		return nil
-	}
-	return fakeTemplate{src}
-}
-
-func (e fakeEngine) Lua(b *flows.Builder, src string, at flows.Path) script {
-	f, ok := e.lua[src]
-	if !ok && e.anyLua {
-		f, ok = func(context.Context, *flows.Exchange) error { return nil }, true
-	}
-	if !ok {
-		b.Errorf(at, "lua syntax error: unknown chunk")
-		return nil
-	}
-	return fakeScript{src, f}
-}
-
 type env map[string]string
 
-// build compiles a request-callout config (YAML or JSON) like the loader.
-func buildWith(t testing.TB, res *flows.Resources, eng fakeEngine, e env, src string) (*Plugin, []flows.FieldError) {
+// buildWith compiles a request-callout config (YAML or JSON) like the
+// loader, with the engine the plugin ships (flows/expr and the flows Lua
+// sandbox).
+func buildWith(t testing.TB, res *flows.Resources, e env, src string) (*Plugin, []flows.FieldError) {
 	t.Helper()
 	var n yaml.Node
 	if err := yaml.Unmarshal([]byte(src), &n); err != nil {
@@ -124,18 +36,18 @@ func buildWith(t testing.TB, res *flows.Resources, eng fakeEngine, e env, src st
 	b.Resources = res
 	b.Scope = flows.Scope{Route: "r1", PluginID: "p1"}
 	b.LookupEnv = func(k string) (string, bool) { v, ok := e[k]; return v, ok }
-	pl, err := newWith(b, n.Content[0], "plugins[0].config", eng)
+	pl, err := newWith(b, n.Content[0], "plugins[0].config", defaultEngine)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pl.(*Plugin), b.Problems()
 }
 
-func build(t testing.TB, eng fakeEngine, src string) *Plugin {
+func build(t testing.TB, src string) *Plugin {
 	t.Helper()
 	res := flows.NewResources()
 	t.Cleanup(func() { _ = res.Close() })
-	p, probs := buildWith(t, res, eng, nil, src)
+	p, probs := buildWith(t, res, nil, src)
 	if len(probs) > 0 {
 		t.Fatalf("unexpected config problems: %v", probs)
 	}

@@ -75,7 +75,7 @@ const seedToken = `{
 func TestSeedTokenInjection_Rows1_11_36(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"token": "tok-123"})
-	p := build(t, fakeEngine{}, seedConfig(t, seedToken, map[string]string{mocky: srv.URL + "/token"}))
+	p := build(t, seedConfig(t, seedToken, map[string]string{mocky: srv.URL + "/token"}))
 	x := newX("GET", "/api", "user=7&x=1", map[string]string{"authorization": "old"}, "")
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func flaky(t *testing.T, n int32, status int) (*httptest.Server, *atomic.Int32) 
 // Rows 27, 30: fails twice, succeeds on the third call.
 func TestSeedRetry_Rows27_30(t *testing.T) {
 	srv, calls := flaky(t, 2, 503)
-	p := build(t, fakeEngine{}, seedConfig(t, seedRetry, map[string]string{mocky: srv.URL}))
+	p := build(t, seedConfig(t, seedRetry, map[string]string{mocky: srv.URL}))
 	x := newX("GET", "/", "", nil, "")
 	if err := p.Access(context.Background(), x); err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestSeedRetry_Rows27_30(t *testing.T) {
 // Row 27: exhausted retries answer with the fail response.
 func TestSeedRetryExhausted_Row27(t *testing.T) {
 	srv, calls := flaky(t, 100, 500)
-	p := build(t, fakeEngine{}, seedConfig(t, seedRetry, map[string]string{mocky: srv.URL}))
+	p := build(t, seedConfig(t, seedRetry, map[string]string{mocky: srv.URL}))
 	he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", nil, "")))
 	if he.Status != 400 || he.Message != "service callout error" {
 		t.Fatalf("got %d %q", he.Status, he.Message)
@@ -228,7 +228,7 @@ const seedCache = `{
 func TestSeedCacheMemory_Rows50_51(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"token": "cached"})
-	p := build(t, fakeEngine{}, seedConfig(t, seedCache, map[string]string{mocky: srv.URL}))
+	p := build(t, seedConfig(t, seedCache, map[string]string{mocky: srv.URL}))
 	for i := 0; i < 3; i++ {
 		x := newX("GET", "/", "u=1", nil, "")
 		if err := p.Access(context.Background(), x); err != nil {
@@ -284,9 +284,8 @@ const seedAggregate = `{
 	}
 }`
 
-const aggregateLua = "kong.response.exit(200, { uuid = kong.ctx.shared.callouts.c1.response.body.uuid, origin = kong.ctx.shared.callouts.c2.response.body.url})"
-
-// Row 48: request collapsing answers from the callouts (fake Lua until flows/lua lands).
+// Row 48: request collapsing answers from the callouts; the seed's
+// upstream.by_lua runs in the flows Lua sandbox.
 func TestSeedAggregation_Row48(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -297,17 +296,7 @@ func TestSeedAggregation_Row48(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	eng := fakeEngine{lua: map[string]func(context.Context, *flows.Exchange) error{
-		aggregateLua: func(_ context.Context, x *flows.Exchange) error {
-			cs := x.Shared["callouts"].(map[string]any)
-			b, _ := json.Marshal(map[string]any{
-				"uuid":   cs["c1"].(map[string]any)["response"].(map[string]any)["body"].(map[string]any)["uuid"],
-				"origin": cs["c2"].(map[string]any)["response"].(map[string]any)["body"].(map[string]any)["url"],
-			})
-			x.Respond(200, flows.Headers{"content-type": {"application/json"}}, b)
-			return nil
-		}}}
-	p := build(t, eng, seedConfig(t, seedAggregate, map[string]string{"http://httpbin.org": srv.URL}))
+	p := build(t, seedConfig(t, seedAggregate, map[string]string{"http://httpbin.org": srv.URL}))
 	if p.waveCount() != 1 {
 		t.Fatalf("c1 and c2 are independent: waves = %d", p.waveCount())
 	}
@@ -360,7 +349,7 @@ func TestSeedOrchestration_Row3(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := strings.ReplaceAll(seedOrchestrate, "https://jsonplaceholder.typicode.com", srv.URL)
-	p := build(t, fakeEngine{}, cfg)
+	p := build(t, cfg)
 	if p.waveCount() != 2 {
 		t.Fatalf("waves = %d, want 2", p.waveCount())
 	}
@@ -403,7 +392,7 @@ func TestSeedAuthHeaderInjection_Rows15_16_55(t *testing.T) {
 	cfg := strings.ReplaceAll(seedAuth, "vault://kcsvault/", "vault://env/")
 	res := flows.NewResources()
 	defer res.Close()
-	p, probs := buildWith(t, res, fakeEngine{}, env{"TOKEN_URL": srv.URL + "/oauth/token", "CLIENT_ID": "id-1", "CLIENT_SECRET": "s3cr3t"}, cfg)
+	p, probs := buildWith(t, res, env{"TOKEN_URL": srv.URL + "/oauth/token", "CLIENT_ID": "id-1", "CLIENT_SECRET": "s3cr3t"}, cfg)
 	if len(probs) > 0 {
 		t.Fatal(probs)
 	}
