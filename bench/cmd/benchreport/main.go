@@ -124,7 +124,12 @@ func build(dir, pkg string) string {
 func main() {
 	outFile := flag.String("out", "bench/RESULTS.md", "where to write the report")
 	n := flag.Int("n", 20000, "streams per measurement")
+	only := flag.String("only", "", "run only these sections (comma-separated names), skipping the core measurements")
 	flag.Parse()
+	if *only != "" {
+		runOnly(*outFile, *only)
+		return
+	}
 	dir, err := os.MkdirTemp("", "sidecall-bench")
 	if err != nil {
 		log.Fatal(err)
@@ -191,6 +196,40 @@ type section struct {
 }
 
 var sections []section
+
+// runOnly runs the named sections (comma-separated, exact names) and
+// writes just their markdown: a short trial of one section.
+func runOnly(outFile, names string) {
+	want := map[string]bool{}
+	for _, s := range strings.Split(names, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	var run []section
+	var known []string
+	for _, sec := range sections {
+		known = append(known, sec.name)
+		if want[sec.name] {
+			run = append(run, sec)
+			delete(want, sec.name)
+		}
+	}
+	if len(want) > 0 {
+		log.Fatalf("unknown sections in -only: %v (known: %q)", want, known)
+	}
+	var report string
+	for _, sec := range run {
+		log.Printf("section: %s", sec.name)
+		md, err := sec.run()
+		if err != nil {
+			md = fmt.Sprintf("\n## %s\n\nnot measured: %v\n", sec.name, err)
+		}
+		report += md
+	}
+	if err := os.WriteFile(outFile, []byte(report), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(report)
+}
 
 func coreReport(rows []row, n int) string {
 	var b strings.Builder
