@@ -682,8 +682,9 @@ func TestE2ESeedVaultAuthHeader(t *testing.T) {
 	t.Setenv("CLIENT_SECRET", "s3cr3t-from-the-vault")
 	up, ups := upstream(t)
 	// (Envoy, not the service url, picks the upstream and its path.)
-	cfg := deckYAML(up+"/get", "callout-auth", "callout-auth-route", "/callout-auth",
-		replace(seedAuthHeader, "vault://kcsvault/", "vault://env/"))
+	// The seed's plugin as written; kcsvault is Kong's env vault entity.
+	cfg := "vaults:\n  - name: env\n    prefix: kcsvault\n" +
+		deckYAML(up+"/get", "callout-auth", "callout-auth-route", "/callout-auth", seedAuthHeader)
 	h := envoytest.Start(t, cfg, envoytest.Options{Upstream: up})
 
 	// curl http://localhost:8000/callout-auth

@@ -15,7 +15,7 @@ type Config struct {
 
 // ignoredSections are Kong entities sidecall does not use: one warning each.
 var ignoredSections = []string{"consumers", "consumer_groups", "upstreams", "targets", "certificates",
-	"ca_certificates", "snis", "vaults", "keys", "key_sets", "partials", "filter_chains", "licenses",
+	"ca_certificates", "snis", "keys", "key_sets", "partials", "filter_chains", "licenses",
 	"rbac_roles", "workspaces", "custom_entities"}
 
 // ServiceConfig is a Kong service. Durations are milliseconds, as in Kong.

@@ -255,40 +255,35 @@ func (b *Builder) resolveVault(s string) (string, error) {
 	if !strings.HasPrefix(s, "{vault://") || !strings.HasSuffix(s, "}") || vaultRef.FindString(s) != s {
 		return "", fmt.Errorf("a vault reference must be the whole value, got %q", s)
 	}
-	return ResolveVault(s, b.Dir, b.LookupEnv)
+	return resolveVault(s, b.Dir, b.LookupEnv, b.vaults)
 }
 
 // ResolveVault resolves {vault://env/NAME[/KEY]} and {vault://file/PATH}.
 // lookup reads the environment (os.LookupEnv when nil).
 func ResolveVault(ref, dir string, lookup func(string) (string, bool)) (string, error) {
+	return resolveVault(ref, dir, lookup, nil)
+}
+
+// resolveVault also knows the prefixes of the config's vaults entities.
+func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults map[string]envVault) (string, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
 	body := strings.TrimSuffix(strings.TrimPrefix(ref, "{vault://"), "}")
 	kind, rest, _ := strings.Cut(body, "/")
+	if v, ok := vaults[kind]; ok {
+		if v.backend == "file" {
+			return resolveFSVault(ref, rest, v.prefix, dir)
+		}
+		s, err := resolveEnvVault(ref, rest, v.prefix, lookup)
+		if err == nil && v.base64 {
+			return decodeBase64Secret(ref, s)
+		}
+		return s, err
+	}
 	switch kind {
 	case "env":
-		name, key, _ := strings.Cut(rest, "/")
-		if name == "" {
-			return "", fmt.Errorf("vault reference %q names no variable", ref)
-		}
-		env := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-		val, ok := lookup(env)
-		if !ok {
-			return "", fmt.Errorf("vault reference %q: environment variable %s is not set", ref, env)
-		}
-		if key == "" {
-			return val, nil
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(val), &m); err != nil {
-			return "", fmt.Errorf("vault reference %q: %s is not a JSON object", ref, env)
-		}
-		s, ok := m[key].(string)
-		if !ok {
-			return "", fmt.Errorf("vault reference %q: key %q not found in %s", ref, key, env)
-		}
-		return s, nil
+		return resolveEnvVault(ref, rest, "", lookup)
 	case "file":
 		if rest == "" {
 			return "", fmt.Errorf("vault reference %q names no file", ref)
@@ -303,5 +298,57 @@ func ResolveVault(ref, dir string, lookup func(string) (string, bool)) (string, 
 		}
 		return strings.TrimRight(string(data), "\r\n"), nil
 	}
-	return "", fmt.Errorf("vault reference %q: unsupported vault %q (sidecall supports env and file)", ref, kind)
+	return "", fmt.Errorf("vault reference %q: unsupported vault %q (sidecall supports env, file, and vaults entities named env or fs)", ref, kind)
+}
+
+// resolveEnvVault is Kong's env vault: prefix + NAME with - as _,
+// upper-cased; NAME/KEY reads KEY from a JSON object.
+func resolveEnvVault(ref, rest, prefix string, lookup func(string) (string, bool)) (string, error) {
+	name, key, _ := strings.Cut(rest, "/")
+	if name == "" {
+		return "", fmt.Errorf("vault reference %q names no variable", ref)
+	}
+	env := strings.ToUpper(prefix + strings.ReplaceAll(name, "-", "_"))
+	val, ok := lookup(env)
+	if !ok {
+		return "", fmt.Errorf("vault reference %q: environment variable %s is not set", ref, env)
+	}
+	if key == "" {
+		return val, nil
+	}
+	return jsonKey(ref, env, val, key)
+}
+
+// resolveFSVault is Kong's fs vault: a file under the vault's directory,
+// or FILE/KEY for a key of a JSON file. It never leaves the directory.
+func resolveFSVault(ref, rest, root, configDir string) (string, error) {
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(configDir, root)
+	}
+	if rest == "" || !filepath.IsLocal(rest) {
+		return "", fmt.Errorf("vault reference %q must name a file inside the vault's directory", ref)
+	}
+	data, err := os.ReadFile(filepath.Join(root, rest))
+	if err == nil {
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	file, key := filepath.Split(rest)
+	if file != "" && key != "" {
+		if data, err := os.ReadFile(filepath.Join(root, file)); err == nil {
+			return jsonKey(ref, file, string(data), key)
+		}
+	}
+	return "", fmt.Errorf("vault reference %q: cannot read file %s", ref, rest)
+}
+
+func jsonKey(ref, from, val, key string) (string, error) {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(val), &m); err != nil {
+		return "", fmt.Errorf("vault reference %q: %s is not a JSON object", ref, from)
+	}
+	s, ok := m[key].(string)
+	if !ok {
+		return "", fmt.Errorf("vault reference %q: key %q not found in %s", ref, key, from)
+	}
+	return s, nil
 }

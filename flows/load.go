@@ -107,6 +107,10 @@ func dropIgnored(b *Builder, root *yaml.Node) *yaml.Node {
 	out.Content = nil
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k := root.Content[i].Value
+		if k == "vaults" {
+			loadVaults(b, root.Content[i+1])
+			continue
+		}
 		ignored := false
 		for _, s := range ignoredSections {
 			if k == s {

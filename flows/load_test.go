@@ -252,3 +252,71 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// Kong vault entities: env (with config.prefix and base64_decode) and fs
+// resolve under their own prefix, as in the orchestration seed's kcsvault.
+func TestVaultEntities(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "secrets", "hdr.txt"), []byte("X-From-FS\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "secrets", "creds.json"), []byte(`{"name":"X-From-JSON"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"TOKEN_URL": "X-Plain", "KCS_TOKEN_URL": "X-Prefixed", "B64": "WC1CYXNlNjQ="}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	load := func(vaults, header string) (*Snapshot, error) {
+		src := "_format_version: \"3.0\"\nvaults:\n" + vaults +
+			"plugins:\n  - name: correlation-id\n    config:\n      header_name: \"" + header + "\"\n"
+		return Load(filepath.Join(dir, "kong.yml"), []byte(src), LoadOptions{Registry: testRegistry(), LookupEnv: lookup})
+	}
+	header := func(s *Snapshot) string {
+		t.Helper()
+		defer s.Close()
+		x := NewExchange("id", Request{Method: "GET", Path: "/"}, nil)
+		if err := s.Global.Run(context.Background(), PhaseAccess, x, nil); err != nil {
+			t.Fatal(err)
+		}
+		for k := range x.Request.Headers {
+			return k
+		}
+		return ""
+	}
+	for _, c := range []struct{ vaults, ref, want string }{
+		{"  - name: env\n    prefix: kcsvault\n", "{vault://kcsvault/TOKEN_URL}", "x-plain"},
+		{"  - name: env\n    prefix: kcs\n    config: {prefix: KCS_}\n", "{vault://kcs/token-url}", "x-prefixed"},
+		{"  - name: env\n    prefix: b64\n    config: {base64_decode: true}\n", "{vault://b64/b64}", "x-base64"},
+		{"  - name: fs\n    prefix: fsv\n    config: {prefix: secrets}\n", "{vault://fsv/hdr.txt}", "x-from-fs"},
+		{"  - name: fs\n    prefix: fsv\n    config: {prefix: " + filepath.Join(dir, "secrets") + "}\n", "{vault://fsv/creds.json/name}", "x-from-json"},
+	} {
+		s, err := load(c.vaults, c.ref)
+		if err != nil {
+			t.Errorf("%s: %v", c.ref, err)
+			continue
+		}
+		if got := header(s); got != c.want {
+			t.Errorf("%s: header %q, want %q", c.ref, got, c.want)
+		}
+	}
+	for _, c := range []struct{ vaults, ref, want string }{
+		{"  - name: hcv\n    prefix: my-hcv\n    config: {host: localhost}\n", "{vault://my-hcv/x}", "unsupported vault \"my-hcv\""},
+		{"  - name: fs\n    prefix: fsv\n    config: {prefix: secrets}\n", "{vault://fsv/../kong.yml}", "must name a file inside the vault's directory"},
+		{"  - name: env\n    prefix: env\n", "{vault://env/TOKEN_URL}", "vaults[0].prefix: \"env\" is a built-in vault name"},
+		{"  - name: env\n    prefix: a\n  - name: env\n    prefix: a\n", "{vault://a/TOKEN_URL}", "vaults[1].prefix: duplicate vault prefix \"a\""},
+		{"  - name: env\n    prefix: a\n    config: {nope: 1}\n", "{vault://a/TOKEN_URL}", "vaults[0].config.nope"},
+		{"  - name: fs\n    prefix: a\n", "{vault://a/x}", "vaults[0].config.prefix: required"},
+	} {
+		s, err := load(c.vaults, c.ref)
+		if err == nil {
+			s.Close()
+			t.Errorf("%s: loaded, want error %q", c.ref, c.want)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "kong.yml:") {
+			t.Errorf("%s: error %q, want it to contain %q and the file", c.ref, err, c.want)
+		}
+	}
+}

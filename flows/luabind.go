@@ -110,6 +110,7 @@ type LuaChunk struct {
 	path   Path
 	dir    string
 	lookup func(string) (string, bool)
+	vaults map[string]envVault
 	phase  string // overrides the Exchange's phase ("rewrite")
 }
 
@@ -120,7 +121,7 @@ func (b *Builder) Lua(src string, at Path) *LuaChunk {
 		b.Errorf(at, "lua syntax error: %v", err)
 		return nil
 	}
-	return &LuaChunk{chunk: c, path: at, dir: b.Dir, lookup: b.LookupEnv}
+	return &LuaChunk{chunk: c, path: at, dir: b.Dir, lookup: b.LookupEnv, vaults: b.vaults}
 }
 
 // Path is where the chunk was configured.
@@ -150,7 +151,7 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 	if c == nil {
 		return nil
 	}
-	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup})
+	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup, vaults: c.vaults})
 	if err == nil {
 		return nil
 	}
@@ -203,6 +204,7 @@ type exchangeHost struct {
 	phase  string
 	dir    string
 	lookup func(string) (string, bool)
+	vaults map[string]envVault
 }
 
 var _ lua.Host = (*exchangeHost)(nil)
@@ -394,7 +396,7 @@ func (h *exchangeHost) Logger() *zap.Logger {
 }
 
 func (h *exchangeHost) Vault(ref string) (string, error) {
-	return ResolveVault(ref, h.dir, h.lookup)
+	return resolveVault(ref, h.dir, h.lookup, h.vaults)
 }
 
 // Var is the ngx.var subset sidecall knows.

@@ -109,6 +109,7 @@ type Builder struct {
 	services  map[string]*Service
 	flowEdges map[string][]flowEdge
 
+	vaults   map[string]envVault // the config's vaults entities, by prefix
 	lines    map[Path]int
 	secrets  map[Path]bool
 	problems []FieldError
