@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/sidecall/sidecall/envoy"
 	"github.com/sidecall/sidecall/envoy/envoytest"
 	"github.com/sidecall/sidecall/flows"
 )
@@ -900,4 +901,24 @@ func TestRow57_PriorityAfterPreFunctionBeforePostFunction(t *testing.T) {
 		"X-Post-Saw":        "200:cv", // post-function read the callout's result
 		"X-Post-Early":      "late",
 	})
+}
+
+// Row 37: uri_captures must be filled when Envoy names the
+// route (xds.route_name, what the shipped Envoy config sends; contract §3
+// rule 1), not only when sidecall matches paths itself (rule 4).
+func TestRow37_URICapturesWhenEnvoyNamesTheRoute(t *testing.T) {
+	cs := rowsStartServer(t, nil)
+	up := rowsStartUpstream(t)
+	h := envoytest.Start(t, rowsConfig(rowsVarsConfig, "CS", cs.URL), envoytest.Options{Upstream: up.URL,
+		Envoy: func(c *envoy.Config) {
+			c.Route = func(*http.Request) envoy.RouteSettings { return envoy.RouteSettings{Name: "r37"} }
+		}})
+	resp, body := h.Get(t, "/users/42/profile?user=alice", "X-In", "hello", "X-Multi", "m1", "X-Multi", "m2")
+	rowsWantStatus(t, resp, body, 200)
+	hit := cs.last(t)
+	if hit.Path != "/vars/42" {
+		t.Errorf("callout path %q, want /vars/42 (uri_captures in url)", hit.Path)
+	}
+	rowsWantHeaders(t, "callout", hit.Header, map[string]string{"X-Cap-Id": "42", "X-Cap-1": "42", "X-Cap-2": "profile", "X-Query": "alice"})
+	rowsWantEchoHeaders(t, envoytest.DecodeEcho(t, body), map[string]string{"X-Up-Vars": "42|profile|alice|hello|t-9"})
 }

@@ -50,6 +50,9 @@ import (
 // sources and destinations do not exist here.
 type Router struct {
 	entries []routeEntry
+	// captured lists, per route with capture groups, its regex entries:
+	// a route Envoy names still gets Kong's uri_captures.
+	captured map[*Route][]int
 }
 
 // routeEntry is one route with one group of its paths: the unit Kong ranks.
@@ -109,7 +112,33 @@ func NewRouter(b *Builder, routes []*Route, paths []Path) *Router {
 		r.entries = append(r.entries, compileRoute(b, rt, at)...)
 	}
 	sort.SliceStable(r.entries, func(i, j int) bool { return r.entries[i].before(&r.entries[j]) })
+	for i := range r.entries {
+		e := &r.entries[i]
+		for _, pr := range e.regexes {
+			if pr.groups {
+				if r.captured == nil {
+					r.captured = map[*Route][]int{}
+				}
+				r.captured[e.route] = append(r.captured[e.route], i)
+				break
+			}
+		}
+	}
 	return r
+}
+
+// Captures returns route's uri_captures for path when the route was chosen
+// by name (Envoy's route name or metadata) rather than by Match.
+func (r *Router) Captures(route *Route, path string) Captures {
+	if r == nil {
+		return Captures{}
+	}
+	for _, i := range r.captured[route] {
+		if c, ok := r.entries[i].matchRegex(path); ok {
+			return c
+		}
+	}
+	return Captures{}
 }
 
 func (e *routeEntry) before(o *routeEntry) bool {

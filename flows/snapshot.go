@@ -60,6 +60,11 @@ func (s *Snapshot) Match(in MatchInput) (*Route, Captures, bool) {
 	return s.router.Match(in)
 }
 
+// Captures returns the uri_captures of route's regex paths for path.
+func (s *Snapshot) Captures(route *Route, path string) Captures {
+	return s.router.Captures(route, path)
+}
+
 // MatchUsesHeaders tells whether Match looks at MatchInput.Headers.
 func (s *Snapshot) MatchUsesHeaders() bool { return s.matchHeaders }
 

@@ -236,19 +236,19 @@ func attrString(v *structpb.Value) string {
 func (st *stream) selectRoute(req *extprocv3.ProcessingRequest) (*flows.Route, flows.Captures) {
 	if name := st.x.Attributes["xds.route_name"]; name != "" {
 		if r := st.snap.RouteByName(name); r != nil {
-			return r, flows.Captures{}
+			return r, st.snap.Captures(r, st.x.Request.Path)
 		}
 	}
 	if md, ok := metadata.FromIncomingContext(st.ctx); ok {
 		if v := md.Get(RouteMetadataKey); len(v) > 0 {
 			if r := st.snap.RouteByName(v[0]); r != nil {
-				return r, flows.Captures{}
+				return r, st.snap.Captures(r, st.x.Request.Path)
 			}
 		}
 	}
 	if ns := req.GetMetadataContext().GetFilterMetadata()["sidecall"]; ns != nil {
 		if r := st.snap.RouteByName(ns.GetFields()["route"].GetStringValue()); r != nil {
-			return r, flows.Captures{}
+			return r, st.snap.Captures(r, st.x.Request.Path)
 		}
 	}
 	host := st.x.Request.Authority
