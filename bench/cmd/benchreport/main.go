@@ -125,6 +125,7 @@ func main() {
 	outFile := flag.String("out", "bench/RESULTS.md", "where to write the report")
 	n := flag.Int("n", 20000, "streams per measurement")
 	only := flag.String("only", "", "run only these sections (comma-separated names), skipping the core measurements")
+	coreOnly := flag.Bool("core-only", false, "run only the core measurements (pass-through and correlation-id vs the floor)")
 	flag.Parse()
 	if *only != "" {
 		runOnly(*outFile, *only)
@@ -172,6 +173,9 @@ func main() {
 		}
 	}
 	report := coreReport(rows, *n)
+	if *coreOnly {
+		sections = nil
+	}
 	for _, sec := range sections {
 		log.Printf("section: %s", sec.name)
 		md, err := sec.run()
