@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/envoy"
 	"github.com/sidecall/sidecall/envoy/envoytest"
 	"github.com/sidecall/sidecall/flows"
@@ -21,8 +22,8 @@ import (
 // plugin, real callout servers and a real upstream on 127.0.0.1. What a
 // callout server received is recorded by the server; what the upstream
 // received is read from the Echo answer; what the client received from the
-// HTTP response. Row 42 (untrusted Lua off) has no test: sidecall has no
-// setting equivalent to Kong's untrusted_lua.
+// HTTP response. Row 42 (untrusted Lua off) is a load-time check: sidecall
+// refuses the config rather than failing each request.
 
 // rowsHit is one request a callout server received.
 type rowsHit struct {
@@ -921,4 +922,49 @@ func TestRow37_URICapturesWhenEnvoyNamesTheRoute(t *testing.T) {
 	}
 	rowsWantHeaders(t, "callout", hit.Header, map[string]string{"X-Cap-Id": "42", "X-Cap-1": "42", "X-Cap-2": "profile", "X-Query": "alice"})
 	rowsWantEchoHeaders(t, envoytest.DecodeEcho(t, body), map[string]string{"X-Up-Vars": "42|profile|alice|hello|t-9"})
+}
+
+// Row 42: with untrusted_lua off (sidecall --untrusted-lua off), every $(
+// value is refused, at load and at its path; literal values still load.
+func TestRow42_UntrustedLuaOffRefusesExpressions(t *testing.T) {
+	src := `_format_version: "3.0"
+plugins:
+  - name: request-callout
+    config:
+      callouts:
+        - name: c
+          request:
+            url: "http://127.0.0.1:1/$(query_params.id)"
+            headers: {custom: {x-lit: "plain #1", x-hash: "$(\"#tag\")"}}
+      upstream:
+        headers: {custom: {x-up: "literal"}}
+        by_lua: "kong.service.request.set_header('x', '1')"
+`
+	reg := wire.Registry()
+	_, err := flows.Load("kong.yml", []byte(src), flows.LoadOptions{Registry: reg, UntrustedLua: "off"})
+	var ce *flows.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("load with untrusted_lua off: %v, want a config error", err)
+	}
+	got := map[string]string{}
+	for _, p := range ce.Problems {
+		got[string(p.Path)] = p.Reason
+	}
+	for path, want := range map[string]string{
+		"plugins[0].config.callouts[0].request.url":                   "$(...) expressions run Lua, which is off",
+		"plugins[0].config.callouts[0].request.headers.custom.x-hash": "$(...) expressions run Lua, which is off",
+		"plugins[0].config.upstream.by_lua":                           "Lua is off",
+	} {
+		if !strings.Contains(got[path], want) {
+			t.Errorf("%s: %q, want %q (all: %v)", path, got[path], want, got)
+		}
+	}
+	if len(ce.Problems) != 3 {
+		t.Errorf("%d problems, want 3 (literals must load): %v", len(ce.Problems), got)
+	}
+	s, err := flows.Load("kong.yml", []byte(src), flows.LoadOptions{Registry: reg})
+	if err != nil {
+		t.Fatalf("the same config under sandbox (the default): %v", err)
+	}
+	s.Close()
 }

@@ -22,6 +22,21 @@ type LoadOptions struct {
 	Resources *Resources // nil: a fresh set (validate, tests)
 	Log       *zap.Logger
 	LookupEnv func(string) (string, bool)
+	// UntrustedLua is Kong's untrusted_lua: "sandbox" (or "") runs config
+	// Lua in the sandbox; "off" rejects every Lua chunk and $(...)
+	// expression at load.
+	UntrustedLua string
+}
+
+// CheckUntrustedLua validates an UntrustedLua value.
+func CheckUntrustedLua(v string) error {
+	switch v {
+	case "", "sandbox", "off":
+		return nil
+	case "on":
+		return errors.New(`untrusted_lua "on" (unsandboxed) is not offered: use sandbox or off`)
+	}
+	return fmt.Errorf("untrusted_lua %q: want sandbox or off", v)
 }
 
 // LoadFile reads and loads a config file.
@@ -56,6 +71,10 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	if b.LookupEnv == nil {
 		b.LookupEnv = os.LookupEnv
 	}
+	if err := CheckUntrustedLua(o.UntrustedLua); err != nil {
+		return nil, err
+	}
+	b.luaOff = o.UntrustedLua == "off"
 
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {

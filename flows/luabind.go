@@ -54,6 +54,10 @@ func (b *Builder) Template(src string, at Path) *expr.Template {
 		b.Errorf(at, "%v", err)
 		return nil
 	}
+	if b.luaOff && !t.IsLiteral() {
+		b.Errorf(at, "$(...) expressions run Lua, which is off (untrusted_lua off)")
+		return nil
+	}
 	return t
 }
 
@@ -116,6 +120,10 @@ type LuaChunk struct {
 
 // Lua compiles a chunk; a syntax error is reported at at and nil returned.
 func (b *Builder) Lua(src string, at Path) *LuaChunk {
+	if b.luaOff {
+		b.Errorf(at, "Lua is off (untrusted_lua off)")
+		return nil
+	}
 	c, err := lua.Compile(src, string(at))
 	if err != nil {
 		b.Errorf(at, "lua syntax error: %v", err)

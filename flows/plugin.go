@@ -110,6 +110,7 @@ type Builder struct {
 	flowEdges map[string][]flowEdge
 
 	vaults   map[string]envVault // the config's vaults entities, by prefix
+	luaOff   bool                // untrusted_lua off
 	lines    map[Path]int
 	secrets  map[Path]bool
 	problems []FieldError

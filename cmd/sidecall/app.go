@@ -28,7 +28,10 @@ type appOptions struct {
 	data    []byte // config bytes instead of reading config (demo)
 	log     *zap.Logger
 	maxRecv int
+	luaMode string // untrusted_lua: sandbox or off
 }
+
+const untrustedLuaUsage = "Kong's untrusted_lua: sandbox runs config Lua and $(...) in the sandbox; off rejects them at load (SIDECALL_UNTRUSTED_LUA)"
 
 // app is one running sidecall: config holder, processor, metrics, reload.
 type app struct {
@@ -77,7 +80,7 @@ func newApp(o appOptions) (*app, error) {
 }
 
 func (a *app) load() (*flows.Snapshot, error) {
-	lo := flows.LoadOptions{Registry: a.reg, Resources: a.res, Log: a.log}
+	lo := flows.LoadOptions{Registry: a.reg, Resources: a.res, Log: a.log, UntrustedLua: a.opts.luaMode}
 	if a.opts.data != nil {
 		return flows.Load(a.opts.config, a.opts.data, lo)
 	}

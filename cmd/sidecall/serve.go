@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/sidecall/sidecall/flows"
 )
 
 type serveFlags struct {
@@ -24,6 +26,7 @@ type serveFlags struct {
 	logFormat   string
 	maxRecv     int
 	drain       time.Duration
+	luaMode     string
 }
 
 func (f *serveFlags) register(fs interface {
@@ -39,6 +42,7 @@ func (f *serveFlags) register(fs interface {
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&f.maxRecv, "max-recv-msg-size", 8<<20, "largest gRPC message accepted from Envoy, bytes")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "how long SIGTERM waits for open streams")
+	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
 }
 
 func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
@@ -72,13 +76,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall serve: -c FILE is required")
 		return 2
 	}
+	if err := flows.CheckUntrustedLua(f.luaMode); err != nil {
+		fmt.Fprintln(stderr, "sidecall serve: --untrusted-lua:", err)
+		return 2
+	}
 	log, err := newLogger(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecall serve:", err)
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv})
+	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, luaMode: f.luaMode})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -77,6 +77,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 	upstream := fs.String("upstream", "", "upstream base URL the stand-in forwards to")
 	listen := fs.String("listen", "127.0.0.1:8000", "HTTP address to listen on")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
@@ -89,7 +90,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try:", err)
 		return 2
 	}
-	a, err := newApp(appOptions{config: *config, log: log})
+	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

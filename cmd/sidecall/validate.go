@@ -12,6 +12,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("validate", stderr)
 	file := fs.String("c", "", "config file (SIDECALL_CONFIG)")
 	fs.StringVar(file, "config", "", "config file")
+	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
@@ -22,7 +23,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall validate: -c FILE is required")
 		return 2
 	}
-	snap, err := flows.LoadFile(*file, flows.LoadOptions{Registry: registry()})
+	snap, err := flows.LoadFile(*file, flows.LoadOptions{Registry: registry(), UntrustedLua: *luaMode})
 	if err != nil {
 		var ce *flows.ConfigError
 		if errors.As(err, &ce) {

@@ -48,3 +48,53 @@ func TestValidateReadsEnv(t *testing.T) {
 		t.Errorf("exit %d: %s %s", code, out.String(), errb.String())
 	}
 }
+
+// Kong's untrusted_lua off: a config with Lua or $(...) is refused at load,
+// one line per place; one without loads; a bad mode is a usage error.
+func TestValidateUntrustedLuaOff(t *testing.T) {
+	dir := t.TempDir()
+	withLua := filepath.Join(dir, "lua.yml")
+	if err := os.WriteFile(withLua, []byte(`_format_version: "3.0"
+plugins:
+  - name: pre-function
+    config:
+      access: ["kong.service.request.set_header('x-a', '1')"]
+  - name: request-callout
+    config:
+      callouts:
+        - name: c
+          request:
+            url: http://127.0.0.1:1/x
+            headers:
+              custom: {x-lit: plain, x-expr: "$(headers.host)"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", "--untrusted-lua", "off", "-c", withLua}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{
+		"lua.yml:5: plugins[0].config.access[0]: Lua is off (untrusted_lua off)",
+		"plugins[1].config.callouts[0].request.headers.custom.x-expr: $(...) expressions run Lua, which is off (untrusted_lua off)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "x-lit") {
+		t.Errorf("a literal value was refused:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"validate", "-c", withLua}, &out, &errb); code != 0 {
+		t.Errorf("sandbox (default): exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"validate", "--untrusted-lua", "off", "-c", "../../examples/kafka-request-reply.yaml"}, &out, &errb); code != 0 {
+		t.Errorf("a config without Lua under off: exit %d\n%s", code, out.String())
+	}
+	errb.Reset()
+	if code := run([]string{"serve", "--untrusted-lua", "on", "-c", withLua}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--untrusted-lua") {
+		t.Errorf("serve --untrusted-lua on: exit %d, stderr %q; want 2 and a message", code, errb.String())
+	}
+}

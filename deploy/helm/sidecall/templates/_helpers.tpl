@@ -103,6 +103,8 @@ env:
     value: {{ $v.log.format | quote }}
   - name: SIDECALL_DRAIN_TIMEOUT
     value: {{ $v.drainTimeout | quote }}
+  - name: SIDECALL_UNTRUSTED_LUA
+    value: {{ $v.untrustedLua | quote }}
   {{- range $v.secrets.env }}
   - name: {{ .name }}
     valueFrom:
