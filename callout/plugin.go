@@ -5,8 +5,10 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sidecall/sidecall/callout/cache"
 	"github.com/sidecall/sidecall/flows"
 	"gopkg.in/yaml.v3"
@@ -53,6 +55,18 @@ type callout struct {
 	retries  int
 	statuses map[int]bool
 	deps     []int
+	// cache hit/miss counters, resolved on first use
+	mHit, mMiss atomic.Pointer[prometheus.Counter]
+}
+
+// counter returns mCache's series for result, resolving it once into *at.
+func (c *callout) counter(at *atomic.Pointer[prometheus.Counter], result string) prometheus.Counter {
+	if m := at.Load(); m != nil {
+		return *m
+	}
+	m := mCache.WithLabelValues(c.name, result)
+	at.Store(&m)
+	return m
 }
 
 type upstream struct {
@@ -61,6 +75,7 @@ type upstream struct {
 	query   []kv
 	body    []kv
 	lua     script
+	noop    bool // forward everything, change nothing
 }
 
 // Plugin is one configured request-callout.
@@ -198,6 +213,9 @@ func newWith(b *flows.Builder, raw *yaml.Node, at flows.Path, eng engine) (flows
 	if cfg.Upstream.ByLua != "" {
 		p.up.lua = eng.Lua(b, cfg.Upstream.ByLua, up.Key("by_lua"))
 	}
+	p.up.noop = cfg.Upstream.Headers.Forward && cfg.Upstream.Query.Forward && cfg.Upstream.Body.Forward &&
+		len(cfg.Upstream.Headers.Custom) == 0 && len(cfg.Upstream.Query.Custom) == 0 &&
+		len(cfg.Upstream.Body.Custom) == 0 && cfg.Upstream.ByLua == ""
 	if len(cfg.Upstream.Body.Custom) > 0 || !cfg.Upstream.Body.Forward {
 		bodyNeeded = true
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,12 +47,16 @@ type state struct {
 }
 
 type sendReq struct {
-	method  string
-	url     string
-	headers http.Header
-	host    string
-	body    []byte
-	opts    httpOpts
+	method string
+	u      *url.URL
+	// canonQuery: u.RawQuery is url.Values.Encode output (sorted), so the
+	// cache key can use it as is.
+	canonQuery bool
+	url        string // u.String(), set once the request is to be sent
+	headers    http.Header
+	host       string
+	body       []byte
+	opts       httpOpts
 }
 
 type result struct {
@@ -81,15 +86,29 @@ func (p *Plugin) Access(ctx context.Context, x *flows.Exchange) error {
 			}
 			sts = append(sts, st)
 		}
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(p.maxParallel)
+		var one *state
+		n := 0
 		for _, st := range sts {
-			if st.hit != nil {
-				continue
+			if st.hit == nil {
+				one = st
+				n++
 			}
-			g.Go(func() error { p.fetch(gctx, x.Log, st); return nil })
 		}
-		_ = g.Wait()
+		switch {
+		case n == 1:
+			// A lone fetch runs on this goroutine: no spawn, no errgroup.
+			p.fetch(ctx, x.Log, one)
+		case n > 1:
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(p.maxParallel)
+			for _, st := range sts {
+				if st.hit != nil {
+					continue
+				}
+				g.Go(func() error { p.fetch(gctx, x.Log, st); return nil })
+			}
+			_ = g.Wait()
+		}
 		if err := ctx.Err(); err != nil {
 			return &flows.HTTPError{Status: http.StatusGatewayTimeout, Message: "request-callout timed out", Err: err}
 		}
@@ -98,6 +117,9 @@ func (p *Plugin) Access(ctx context.Context, x *flows.Exchange) error {
 				return err
 			}
 		}
+	}
+	if p.up.noop {
+		return nil
 	}
 	return p.applyUpstream(ctx, x)
 }
@@ -108,12 +130,72 @@ func internal(err error) error {
 
 // prepare builds request.params, runs request.by_lua and computes the
 // cache key, on the plugin goroutine.
+//
+// The work is split into functions called one after the other (newEntry,
+// buildSend, lookup) so that the deepest stack stays small: an ext_proc
+// stream runs on a fresh goroutine, and growing its stack (copying it)
+// cost more than a cache hit itself.
 func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[string]any, c *callout) (*state, error) {
+	entry, removedQuery, err := newEntry(ctx, x, c)
+	if err != nil {
+		return nil, err
+	}
+	calls[c.name] = entry
+	if c.reqLua != nil {
+		if err := c.reqLua.Run(ctx, x); err != nil {
+			return nil, internal(fmt.Errorf("callout %q: request.by_lua: %w", c.name, err))
+		}
+		if x.Reply != nil {
+			return nil, nil
+		}
+		// by_lua may have replaced the entry or its tables.
+		if e, ok := calls[c.name].(map[string]any); ok {
+			entry = e
+		}
+	}
+	st := &state{c: c, ctxMap: entry}
+	send, err := buildSend(x, entry, removedQuery)
+	if err != nil {
+		return nil, internal(fmt.Errorf("callout %q: %w", c.name, err))
+	}
+	st.send = send
+	if p.cache != nil && !truthy(mapGet(entry, "caching", "bypass")) {
+		p.lookup(ctx, x, st)
+	}
+	if st.hit == nil {
+		send.url = send.u.String()
+	}
+	return st, nil
+}
+
+// lookup computes the cache key and reads the cache.
+func (p *Plugin) lookup(ctx context.Context, x *flows.Exchange, st *state) {
+	c := st.c
+	st.cacheOK = true
+	st.key = p.cacheKey(x, c.name, st.send, st.ctxMap)
+	v, ok, err := p.cache.Get(ctx, st.key)
+	switch {
+	case err != nil:
+		mCache.WithLabelValues(c.name, "error").Inc()
+		x.Log.Warn("callout cache unavailable, calling through", zap.String("callout", c.name), zap.Error(err))
+	case ok:
+		if m, ok := decodeResponse(v); ok {
+			c.counter(&c.mHit, "hit").Inc()
+			st.hit = m
+		}
+	default:
+		c.counter(&c.mMiss, "miss").Inc()
+	}
+}
+
+// newEntry builds kong.ctx.shared.callouts.<name> before request.by_lua:
+// request.params from the config, and the caching settings.
+func newEntry(ctx context.Context, x *flows.Exchange, c *callout) (map[string]any, []string, error) {
 	cc := &c.cfg
 	params := map[string]any{}
 	u, err := c.url.Render(ctx, x)
 	if err != nil {
-		return nil, internal(fmt.Errorf("callout %q: rendering url: %w", c.name, err))
+		return nil, nil, internal(fmt.Errorf("callout %q: rendering url: %w", c.name, err))
 	}
 	params["url"] = u
 	params["method"] = cc.Request.Method
@@ -134,7 +216,7 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 		}
 		v, err := h.t.Render(ctx, x)
 		if err != nil {
-			return nil, internal(fmt.Errorf("callout %q: rendering header %s: %w", c.name, h.name, err))
+			return nil, nil, internal(fmt.Errorf("callout %q: rendering header %s: %w", c.name, h.name, err))
 		}
 		hdrs[h.name] = v
 	}
@@ -156,7 +238,7 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 		}
 		v, err := kv.t.Render(ctx, x)
 		if err != nil {
-			return nil, internal(fmt.Errorf("callout %q: rendering query %s: %w", c.name, kv.name, err))
+			return nil, nil, internal(fmt.Errorf("callout %q: rendering query %s: %w", c.name, kv.name, err))
 		}
 		q[kv.name] = v
 	}
@@ -169,7 +251,7 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 	if cc.Request.Body.Decode || len(c.body) > 0 {
 		m, err := decodeObject(body)
 		if err != nil {
-			return nil, internal(fmt.Errorf("callout %q: decoding request body: %w", c.name, err))
+			return nil, nil, internal(fmt.Errorf("callout %q: decoding request body: %w", c.name, err))
 		}
 		if m != nil || len(c.body) > 0 {
 			if m == nil {
@@ -182,7 +264,7 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 				}
 				v, err := kv.t.Render(ctx, x)
 				if err != nil {
-					return nil, internal(fmt.Errorf("callout %q: rendering body %s: %w", c.name, kv.name, err))
+					return nil, nil, internal(fmt.Errorf("callout %q: rendering body %s: %w", c.name, kv.name, err))
 				}
 				m[kv.name] = v
 			}
@@ -216,44 +298,7 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 		"request": map[string]any{"params": params, "retries": []any{}, "n_retries": 0},
 		"caching": caching,
 	}
-	calls[c.name] = entry
-	if c.reqLua != nil {
-		if err := c.reqLua.Run(ctx, x); err != nil {
-			return nil, internal(fmt.Errorf("callout %q: request.by_lua: %w", c.name, err))
-		}
-		if x.Reply != nil {
-			return nil, nil
-		}
-		// by_lua may have replaced the entry or its tables.
-		if e, ok := calls[c.name].(map[string]any); ok {
-			entry = e
-		}
-	}
-	st := &state{c: c, ctxMap: entry}
-	send, err := buildSend(x, entry, removedQuery)
-	if err != nil {
-		return nil, internal(fmt.Errorf("callout %q: %w", c.name, err))
-	}
-	st.send = send
-	if p.cache != nil && !truthy(mapGet(entry, "caching", "bypass")) {
-		st.cacheOK = true
-		st.key = p.cacheKey(x, c.name, send, entry)
-		v, ok, err := p.cache.Get(ctx, st.key)
-		switch {
-		case err != nil:
-			mCache.WithLabelValues(c.name, "error").Inc()
-			x.Log.Warn("callout cache unavailable, calling through", zap.String("callout", c.name), zap.Error(err))
-		case ok:
-			var m map[string]any
-			if json.Unmarshal(v, &m) == nil {
-				mCache.WithLabelValues(c.name, "hit").Inc()
-				st.hit = m
-			}
-		default:
-			mCache.WithLabelValues(c.name, "miss").Inc()
-		}
-	}
-	return st, nil
+	return entry, removedQuery, nil
 }
 
 // buildSend turns request.params (possibly edited by Lua) into an HTTP
@@ -268,7 +313,7 @@ func buildSend(x *flows.Exchange, entry map[string]any, removedQuery []string) (
 	if s.method == "" {
 		s.method = http.MethodGet
 	}
-	if !methodRE.MatchString(s.method) {
+	if !validMethod(s.method) {
 		return nil, fmt.Errorf("invalid method %q", s.method)
 	}
 	raw, _ := params["url"].(string)
@@ -283,35 +328,56 @@ func buildSend(x *flows.Exchange, entry map[string]any, removedQuery []string) (
 			u.RawQuery = q
 		}
 	case map[string]any:
+		s.canonQuery = true
+		if u.RawQuery == "" && len(q) == 0 {
+			break // nothing to encode
+		}
 		vals := u.Query()
 		for _, k := range removedQuery {
 			vals.Del(k)
 		}
 		for k, v := range q {
 			vals.Del(k)
+			if str, ok := v.(string); ok {
+				vals[k] = []string{str}
+				continue
+			}
 			for _, s := range stringList(v) {
 				vals.Add(k, s)
 			}
 		}
 		u.RawQuery = vals.Encode()
 	}
-	s.url = u.String()
-	s.headers = http.Header{}
+	s.u = u
 	hdrs, _ := params["headers"].(map[string]any)
+	s.headers = make(http.Header, len(hdrs)+3)
+	addHeader := func(k, lk, val string) error {
+		if strings.ContainsAny(val, "\r\n\x00") {
+			return fmt.Errorf("header %s: value contains CR, LF or NUL", k)
+		}
+		if lk == "host" {
+			s.host = val
+			return nil
+		}
+		if hopByHop[lk] {
+			return nil
+		}
+		ck := http.CanonicalHeaderKey(k)
+		s.headers[ck] = append(s.headers[ck], val)
+		return nil
+	}
 	for k, v := range hdrs {
 		lk := strings.ToLower(k)
+		if str, ok := v.(string); ok {
+			if err := addHeader(k, lk, str); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		for _, val := range stringList(v) {
-			if strings.ContainsAny(val, "\r\n\x00") {
-				return nil, fmt.Errorf("header %s: value contains CR, LF or NUL", k)
+			if err := addHeader(k, lk, val); err != nil {
+				return nil, err
 			}
-			if lk == "host" {
-				s.host = val
-				continue
-			}
-			if hopByHop[lk] {
-				continue
-			}
-			s.headers[http.CanonicalHeaderKey(k)] = append(s.headers[http.CanonicalHeaderKey(k)], val)
 		}
 	}
 	if !validHeaderNames(s.headers) {
@@ -484,7 +550,6 @@ func redactURL(s string) string {
 // finish applies the error policy, stores the response, runs
 // response.by_lua and writes the cache, on the plugin goroutine.
 func (p *Plugin) finish(ctx context.Context, x *flows.Exchange, st *state) error {
-	c := st.c
 	req, _ := st.ctxMap["request"].(map[string]any)
 	if req == nil {
 		req = map[string]any{}
@@ -494,6 +559,12 @@ func (p *Plugin) finish(ctx context.Context, x *flows.Exchange, st *state) error
 		st.ctxMap["response"] = st.hit
 		return nil
 	}
+	return p.finishCall(ctx, x, st, req)
+}
+
+// finishCall is finish for a callout that was called (not a cache hit).
+func (p *Plugin) finishCall(ctx context.Context, x *flows.Exchange, st *state, req map[string]any) error {
+	c := st.c
 	r := st.result
 	req["retries"] = r.retries
 	req["n_retries"] = len(r.retries)
@@ -544,7 +615,7 @@ func (p *Plugin) finish(ctx context.Context, x *flows.Exchange, st *state) error
 	}
 	if st.cacheOK && r.reason == "" && r.err == nil {
 		if resp, ok := st.ctxMap["response"].(map[string]any); ok {
-			if enc, err := json.Marshal(resp); err == nil {
+			if enc, ok := encodeResponse(resp); ok {
 				keys := []string{st.key}
 				if k, ok := mapGet(st.ctxMap, "caching", "cache_key").(string); ok && k != "" && k != st.key {
 					keys = append(keys, k)
@@ -563,6 +634,10 @@ func (p *Plugin) finish(ctx context.Context, x *flows.Exchange, st *state) error
 }
 
 // cacheKey is reference §1.7's key, or caching.cache_key when by_lua set it.
+// The digest is SHA-256 over "<len>:<part>|" for each part: route, plugin,
+// callout name, method, URL without query, query sorted by name, each
+// header (sorted by name, values joined by ","; the default User-Agent and
+// trace headers excluded), body (JSON bodies are encoded with sorted keys).
 func (p *Plugin) cacheKey(x *flows.Exchange, name string, s *sendReq, entry map[string]any) string {
 	if k, ok := mapGet(entry, "caching", "cache_key").(string); ok && k != "" {
 		return k
@@ -571,30 +646,75 @@ func (p *Plugin) cacheKey(x *flows.Exchange, name string, s *sendReq, entry map[
 	if x.Route != nil {
 		route = x.Route.Name
 	}
-	h := sha256.New()
-	w := func(s string) { fmt.Fprintf(h, "%d:%s|", len(s), s) }
-	w(route)
-	w(p.scope.PluginID)
-	w(name)
-	w(s.method)
-	u, _ := url.Parse(s.url)
-	q := u.Query()
-	u.RawQuery = ""
-	w(u.String())
-	w(q.Encode()) // Encode sorts by name
-	keys := make([]string, 0, len(s.headers))
+	// Heap buffers, not stack arrays: see prepare.
+	b := make([]byte, 0, 128+len(s.body)+64*len(s.headers)+len(s.u.Path)+len(s.u.RawQuery))
+	b = keyPart(b, route)
+	b = keyPart(b, p.scope.PluginID)
+	b = keyPart(b, name)
+	b = keyPart(b, s.method)
+	if s.canonQuery {
+		u := *s.u
+		u.RawQuery = ""
+		b = keyPart(b, u.String())
+		b = keyPart(b, s.u.RawQuery) // already sorted and encoded
+	} else {
+		// The query came from the URL or a by_lua string: key what is sent.
+		u, _ := url.Parse(s.u.String())
+		q := u.Query()
+		u.RawQuery = ""
+		b = keyPart(b, u.String())
+		b = keyPart(b, q.Encode()) // Encode sorts by name
+	}
+	ks := make([]string, 0, len(s.headers))
 	for k := range s.headers {
 		if k != "User-Agent" && k != "Traceparent" && k != "Tracestate" {
-			keys = append(keys, k)
+			ks = append(ks, k)
 		}
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		w(k)
-		w(strings.Join(s.headers[k], ","))
+	sort.Strings(ks)
+	for _, k := range ks {
+		b = keyPart(b, k)
+		vs := s.headers[k]
+		n := len(vs) - 1
+		for _, v := range vs {
+			n += len(v)
+		}
+		if n < 0 {
+			n = 0
+		}
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, ':')
+		for i, v := range vs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, v...)
+		}
+		b = append(b, '|')
 	}
-	w(string(s.body)) // JSON bodies are encoded with sorted keys
-	return hex.EncodeToString(h.Sum(nil))
+	b = keyPart(b, s.body)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func keyPart[T string | []byte](b []byte, s T) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	b = append(b, s...)
+	return append(b, '|')
+}
+
+// validMethod is ^[A-Z]+$.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // helpers
