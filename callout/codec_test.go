@@ -173,7 +173,7 @@ func TestCacheKeyComposition(t *testing.T) {
 	}
 	key := func(params map[string]any, removed ...string) (string, *sendReq) {
 		t.Helper()
-		s, err := buildSend(x, map[string]any{"request": map[string]any{"params": params}}, removed)
+		s, err := buildSend(x, &callout{url: literal("")}, map[string]any{"request": map[string]any{"params": params}}, removed)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestCacheKeyComposition(t *testing.T) {
 	if _, s := key(m); s.canonQuery {
 		t.Fatal("a string query is not canonical")
 	}
-	s, _ := buildSend(x, map[string]any{"request": map[string]any{"params": base()}}, nil)
+	s, _ := buildSend(x, &callout{url: literal("")}, map[string]any{"request": map[string]any{"params": base()}}, nil)
 	for _, q := range []*Plugin{{scope: flows.Scope{Route: "r2", PluginID: "p1"}}, {scope: flows.Scope{Route: "r1", PluginID: "p2"}}} {
 		if q.cacheKey(x, "c", s, map[string]any{}) == k0 {
 			t.Fatalf("scope %+v gives the same key", q.scope)
@@ -272,5 +272,20 @@ func TestCacheForeignValue(t *testing.T) {
 	before := rec.calls.Load()
 	if got := run(); !strings.Contains(got, "old") || rec.calls.Load() != before {
 		t.Fatalf("old JSON entry: body %s, calls %d->%d; want a hit", got, before, rec.calls.Load())
+	}
+}
+
+// The literal url is parsed once; each request works on its own copy.
+func TestParsedURLNotShared(t *testing.T) {
+	rec := &recorder{}
+	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
+	p := build(t, fmt.Sprintf(`{callouts: [{name: a, request: {url: "%s/p?a=1", query: {forward: true}}}]}`, srv.URL))
+	for _, c := range []struct{ in, want string }{{"x=1", "a=1&x=1"}, {"y=2", "a=1&y=2"}, {"", "a=1"}} {
+		if err := p.Access(context.Background(), newX("GET", "/", c.in, nil, "")); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.last(t).Query; got != c.want {
+			t.Fatalf("query %q: callout got %q, want %q", c.in, got, c.want)
+		}
 	}
 }

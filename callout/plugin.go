@@ -57,6 +57,8 @@ type callout struct {
 	deps     []int
 	// cache hit/miss counters, resolved on first use
 	mHit, mMiss atomic.Pointer[prometheus.Counter]
+	parsed      atomic.Pointer[parsedURL] // the literal url, parsed
+	ua          atomic.Pointer[string]    // default User-Agent
 }
 
 // counter returns mCache's series for result, resolving it once into *at.

@@ -154,7 +154,7 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 		}
 	}
 	st := &state{c: c, ctxMap: entry}
-	send, err := buildSend(x, entry, removedQuery)
+	send, err := buildSend(x, c, entry, removedQuery)
 	if err != nil {
 		return nil, internal(fmt.Errorf("callout %q: %w", c.name, err))
 	}
@@ -303,7 +303,7 @@ func newEntry(ctx context.Context, x *flows.Exchange, c *callout) (map[string]an
 
 // buildSend turns request.params (possibly edited by Lua) into an HTTP
 // request description the workers can use without touching the Exchange.
-func buildSend(x *flows.Exchange, entry map[string]any, removedQuery []string) (*sendReq, error) {
+func buildSend(x *flows.Exchange, c *callout, entry map[string]any, removedQuery []string) (*sendReq, error) {
 	params, _ := mapGet(entry, "request", "params").(map[string]any)
 	if params == nil {
 		return nil, errors.New("request.params is not a table")
@@ -317,7 +317,7 @@ func buildSend(x *flows.Exchange, entry map[string]any, removedQuery []string) (
 		return nil, fmt.Errorf("invalid method %q", s.method)
 	}
 	raw, _ := params["url"].(string)
-	u, err := url.Parse(raw)
+	u, err := c.parseURL(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("invalid callout url %q", raw)
 	}
@@ -384,7 +384,7 @@ func buildSend(x *flows.Exchange, entry map[string]any, removedQuery []string) (
 		return nil, errors.New("invalid header name")
 	}
 	if s.headers.Get("User-Agent") == "" {
-		s.headers.Set("User-Agent", "sidecall/"+Version+"/request-callout")
+		s.headers["User-Agent"] = []string{c.userAgent()}
 	}
 	if tp := x.Request.Headers.Get("traceparent"); tp != "" && s.headers.Get("Traceparent") == "" && !strings.ContainsAny(tp, "\r\n\x00") {
 		s.headers.Set("Traceparent", tp)
@@ -702,6 +702,39 @@ func keyPart[T string | []byte](b []byte, s T) []byte {
 	b = append(b, ':')
 	b = append(b, s...)
 	return append(b, '|')
+}
+
+// parsedURL is a callout's literal url, parsed once.
+type parsedURL struct {
+	raw string
+	u   url.URL
+}
+
+// parseURL is url.Parse, from a copy of the parsed literal url when raw is
+// that literal (by_lua may change params.url).
+func (c *callout) parseURL(raw string) (*url.URL, error) {
+	lit, isLit := c.url.(literal)
+	if isLit && string(lit) == raw {
+		if pu := c.parsed.Load(); pu != nil {
+			u := pu.u
+			return &u, nil
+		}
+	}
+	u, err := url.Parse(raw)
+	if err == nil && isLit && string(lit) == raw {
+		c.parsed.Store(&parsedURL{raw: raw, u: *u})
+	}
+	return u, err
+}
+
+// userAgent is the default User-Agent (Version is set before configs load).
+func (c *callout) userAgent() string {
+	if ua := c.ua.Load(); ua != nil {
+		return *ua
+	}
+	ua := "sidecall/" + Version + "/request-callout"
+	c.ua.Store(&ua)
+	return ua
 }
 
 // validMethod is ^[A-Z]+$.
