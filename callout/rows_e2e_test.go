@@ -968,3 +968,22 @@ plugins:
 	}
 	s.Close()
 }
+
+// Row 7: a static url's query reaches the callout server as written when
+// nothing customises it: no pair with ';' dropped, no '=' added to a flag,
+// no sorting, no %20 turned into '+'.
+func TestRow7_StaticURLQueryKeptAsWritten(t *testing.T) {
+	cs := rowsStartServer(t, nil)
+	up := rowsStartUpstream(t)
+	for _, q := range []string{"list=a;b&k=v", "flag&x=1", "z=1&a=x%20y"} {
+		t.Run(q, func(t *testing.T) {
+			cfg := strings.Replace(rowsConfig(rowsStaticConfig, "CS", cs.URL), "a=1&b=two&b=three", q, 1)
+			h := rowsStart(t, cfg, up)
+			resp, body := h.Get(t, "/r7")
+			rowsWantStatus(t, resp, body, 200)
+			if want := "/static/a%2Fb/c%20d?" + q; cs.last(t).URI != want {
+				t.Errorf("callout request URI %q, want %q (as configured)", cs.last(t).URI, want)
+			}
+		})
+	}
+}

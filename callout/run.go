@@ -328,10 +328,10 @@ func buildSend(x *flows.Exchange, c *callout, entry map[string]any, removedQuery
 			u.RawQuery = q
 		}
 	case map[string]any:
-		s.canonQuery = true
-		if u.RawQuery == "" && len(q) == 0 {
-			break // nothing to encode
+		if len(q) == 0 && len(removedQuery) == 0 {
+			break // nothing customised: the url's query goes as written (row 7)
 		}
+		s.canonQuery = true
 		vals := u.Query()
 		for _, k := range removedQuery {
 			vals.Del(k)
@@ -660,10 +660,14 @@ func (p *Plugin) cacheKey(x *flows.Exchange, name string, s *sendReq, entry map[
 	} else {
 		// The query came from the URL or a by_lua string: key what is sent.
 		u, _ := url.Parse(s.u.String())
-		q := u.Query()
+		raw := u.RawQuery
 		u.RawQuery = ""
 		b = keyPart(b, u.String())
-		b = keyPart(b, q.Encode()) // Encode sorts by name
+		if q, err := url.ParseQuery(raw); err == nil {
+			b = keyPart(b, q.Encode()) // Encode sorts by name
+		} else {
+			b = keyPart(b, raw) // unparsable pairs would be dropped: key it as sent
+		}
 	}
 	ks := make([]string, 0, len(s.headers))
 	for k := range s.headers {
