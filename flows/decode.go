@@ -145,6 +145,7 @@ func (b *Builder) decode(n *yaml.Node, at Path, v reflect.Value) {
 		}
 		if s != n.Value {
 			b.secrets[at] = true
+			b.hideSecret(s, n.Value)
 		}
 		v.SetString(s)
 	case reflect.Int, reflect.Int64, reflect.Int32:

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"gopkg.in/yaml.v3"
 )
 
@@ -227,9 +229,27 @@ plugins:
 }
 
 func TestIgnoredSectionsWarn(t *testing.T) {
-	s := mustLoad(t, "consumers: [{username: a}]\nupstreams: []\nservices: []\n")
+	core, logs := observer.New(zap.WarnLevel)
+	s, err := Load("kong.yml", []byte("consumers: [{username: a}]\nupstreams: []\nservices: []\nvaults: [{name: hcv, prefix: my-hcv}]\n"),
+		LoadOptions{Registry: testRegistry(), Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	if len(s.Routes) != 0 {
 		t.Fatal("unexpected routes")
+	}
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, e.Message)
+	}
+	want := []string{
+		`section "consumers" is ignored: sidecall does not use Kong consumers`,
+		`section "upstreams" is ignored: sidecall does not use Kong upstreams`,
+		`vaults[0]: vault "my-hcv" (hcv) is not supported by sidecall (env and fs are); references to it fail`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant one per ignored section:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
@@ -317,6 +337,38 @@ func TestVaultEntities(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "kong.yml:") {
 			t.Errorf("%s: error %q, want it to contain %q and the file", c.ref, err, c.want)
+		}
+	}
+}
+
+// Contract §2: secrets never appear in errors. A value that came from a
+// vault shows as its reference in every problem, quoted or not.
+func TestSecretsNotInConfigErrors(t *testing.T) {
+	env := map[string]string{"SVC_URL": "not-a-url-s3cr3t", "GEN": "s3cr3t\"gen", "HDR": "X-S3cr3t-Header"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	src := `_format_version: "3.0"
+services:
+  - name: s
+    url: "{vault://env/SVC_URL}"
+plugins:
+  - name: correlation-id
+    config:
+      header_name: "{vault://env/HDR}"
+      generator: "{vault://env/GEN}"
+`
+	_, err := Load("kong.yml", []byte(src), LoadOptions{Registry: testRegistry(), LookupEnv: lookup})
+	if err == nil {
+		t.Fatal("loaded a bad url and generator")
+	}
+	msg := err.Error()
+	for _, secret := range []string{"s3cr3t", "S3cr3t"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("a secret leaks into the error:\n%s", msg)
+		}
+	}
+	for _, want := range []string{"services[0].url", "{vault://env/SVC_URL}", "plugins[0].config.generator", "{vault://env/GEN}"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -110,7 +112,9 @@ type Builder struct {
 	flowEdges map[string][]flowEdge
 
 	vaults   map[string]envVault // the config's vaults entities, by prefix
-	luaOff   bool                // untrusted_lua off
+	hidden   *strings.Replacer   // secret values → their {vault://...} references
+	hideArgs []string
+	luaOff   bool // untrusted_lua off
 	lines    map[Path]int
 	secrets  map[Path]bool
 	problems []FieldError
@@ -184,12 +188,45 @@ func (b *Builder) Errorf(at Path, format string, args ...any) {
 }
 
 func (b *Builder) errorAt(line int, at Path, reason string) {
-	b.problems = append(b.problems, FieldError{File: b.File, Line: line, Path: at, Reason: reason})
+	b.problems = append(b.problems, FieldError{File: b.File, Line: line, Path: at, Reason: b.redact(reason)})
 }
 
 // Warnf records a warning to log once the load succeeds.
 func (b *Builder) Warnf(format string, args ...any) {
-	b.warnings = append(b.warnings, fmt.Sprintf(format, args...))
+	b.warnings = append(b.warnings, b.redact(fmt.Sprintf(format, args...)))
+}
+
+// hideSecret makes every later problem or warning show ref instead of the
+// secret value it resolved to, also inside a quoted ("%q") value.
+func (b *Builder) hideSecret(value, ref string) {
+	if len(value) < 3 {
+		return // too short to hide without garbling the message; says little
+	}
+	b.hideArgs = append(b.hideArgs, value, ref)
+	if q := strconv.Quote(value); q[1:len(q)-1] != value {
+		b.hideArgs = append(b.hideArgs, q[1:len(q)-1], ref)
+	}
+	b.hidden = nil
+}
+
+func (b *Builder) redact(s string) string {
+	if len(b.hideArgs) == 0 {
+		return s
+	}
+	if b.hidden == nil {
+		// Longest first, so a secret containing another is hidden whole.
+		pairs := make([][2]string, 0, len(b.hideArgs)/2)
+		for i := 0; i+1 < len(b.hideArgs); i += 2 {
+			pairs = append(pairs, [2]string{b.hideArgs[i], b.hideArgs[i+1]})
+		}
+		sort.SliceStable(pairs, func(i, j int) bool { return len(pairs[i][0]) > len(pairs[j][0]) })
+		args := make([]string, 0, len(b.hideArgs))
+		for _, p := range pairs {
+			args = append(args, p[0], p[1])
+		}
+		b.hidden = strings.NewReplacer(args...)
+	}
+	return b.hidden.Replace(s)
 }
 
 // Failed tells whether any problem was recorded.
