@@ -1,19 +1,25 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -81,17 +87,25 @@ type harness struct {
 	client extprocv3.ExternalProcessorClient
 	health healthpb.HealthClient
 	holder *Holder
+	srv    *Server
 }
 
 func start(t *testing.T, cfg string) *harness {
 	t.Helper()
-	snap, err := flows.Load("kong.yml", []byte(cfg), flows.LoadOptions{Registry: registry()})
+	return startWith(t, cfg, registry(), Options{})
+}
+
+// startWith serves cfg loaded with reg; o's Holder is set here.
+func startWith(t *testing.T, cfg string, reg *flows.Registry, o Options) *harness {
+	t.Helper()
+	snap, err := flows.Load("kong.yml", []byte(cfg), flows.LoadOptions{Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &Holder{}
 	h.Swap(snap)
-	srv := New(Options{Holder: h})
+	o.Holder = h
+	srv := New(o)
 	g := srv.GRPCServer()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -107,7 +121,7 @@ func start(t *testing.T, cfg string) *harness {
 		g.Stop()
 		h.Swap(nil)
 	})
-	return &harness{client: extprocv3.NewExternalProcessorClient(conn), health: healthpb.NewHealthClient(conn), holder: h}
+	return &harness{client: extprocv3.NewExternalProcessorClient(conn), health: healthpb.NewHealthClient(conn), holder: h, srv: srv}
 }
 
 func headers(method, path string, eos bool, extra ...string) *extprocv3.ProcessingRequest {
@@ -306,46 +320,327 @@ func TestProtocolFaultsEndOnlyThatStream(t *testing.T) {
 	}
 }
 
-func TestHealthAndDrain(t *testing.T) {
-	h := start(t, testConfig)
-	r, err := h.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: extprocv3.ExternalProcessor_ServiceDesc.ServiceName})
-	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health %v %v", r, err)
-	}
+func respHeaders() *extprocv3.ProcessingRequest {
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}}}, EndOfStream: true}}}
 }
 
-func TestSnapshotClosedAfterItsStreams(t *testing.T) {
-	h := start(t, testConfig)
-	// A stream holds the current snapshot while open.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// openCorr opens a stream on the corr route and reads the request headers
+// reply; the stream then waits for the response headers.
+func (h *harness) openCorr(t *testing.T, ctx context.Context) extprocv3.ExternalProcessor_ProcessClient {
+	t.Helper()
 	s, err := h.client.Process(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Send(headers("GET", "/corr", false)); err != nil {
+	if err := s.Send(headers("GET", "/corr", true)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Recv(); err != nil {
-		t.Fatal(err)
+	r, err := s.Recv()
+	if err != nil || r.GetModeOverride().GetResponseHeaderMode() != filterv3.ProcessingMode_SEND {
+		t.Fatalf("corr request headers reply %v %v", r, err)
 	}
-	old := h.holder.Current()
-	snap2, err := flows.Load("kong.yml", []byte(testConfig), flows.LoadOptions{Registry: registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.holder.Swap(snap2)
-	if h.holder.Current() == old {
-		t.Fatal("swap did nothing")
-	}
-	// The open stream still finishes on the old snapshot.
-	resp := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}}}, EndOfStream: true}}}
-	if err := s.Send(resp); err != nil {
+	return s
+}
+
+// finish sends the response headers on s and reads the echo and the end.
+func finish(t *testing.T, s extprocv3.ExternalProcessor_ProcessClient) {
+	t.Helper()
+	if err := s.Send(respHeaders()); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.Recv()
 	if err != nil || len(r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()) != 1 {
-		t.Fatalf("old stream reply %v %v", r, err)
+		t.Fatalf("response headers reply %v %v", r, err)
+	}
+	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("want the stream to end OK, got %v", err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHealthAndDrain: SetServing flips both health entries, and Wait
+// returns only once the open streams have ended.
+func TestHealthAndDrain(t *testing.T) {
+	h := start(t, testConfig)
+	check := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for _, svc := range []string{"", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {
+			r, err := h.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || r.GetStatus() != want {
+				t.Fatalf("health %q: %v %v, want %v", svc, r, err, want)
+			}
+		}
+	}
+	check(healthpb.HealthCheckResponse_SERVING)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Wait(ctx); err != nil {
+		t.Fatalf("Wait with no stream open: %v", err)
+	}
+	s := h.openCorr(t, ctx)
+	h.srv.SetServing(false)
+	check(healthpb.HealthCheckResponse_NOT_SERVING)
+	// With a stream open, Wait gives up when its context ends.
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	if err := h.srv.Wait(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait returned %v while a stream was open", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- h.srv.Wait(ctx) }()
+	finish(t, s)
+	if err := <-waited; err != nil {
+		t.Fatalf("Wait after the stream ended: %v", err)
+	}
+	h.srv.SetServing(true)
+	check(healthpb.HealthCheckResponse_SERVING)
+}
+
+// closerPlugin registers an OnClose hook per load; closed[i] reports
+// whether the snapshot of the i-th load was closed.
+type closerPlugin struct{}
+
+func (closerPlugin) Name() string  { return "closer" }
+func (closerPlugin) Priority() int { return 3 }
+
+func closerRegistry(closed *[]*atomic.Bool) *flows.Registry {
+	r := registry()
+	r.Register("closer", 3, func(b *flows.Builder, _ *yaml.Node, _ flows.Path) (flows.Plugin, error) {
+		c := &atomic.Bool{}
+		*closed = append(*closed, c)
+		b.OnClose(func() {
+			if c.Swap(true) {
+				panic("snapshot closed twice")
+			}
+		})
+		return closerPlugin{}, nil
+	})
+	return r
+}
+
+const closerConfig = testConfig + `plugins:
+  - name: closer
+`
+
+func TestSnapshotClosedAfterItsStreams(t *testing.T) {
+	var closed []*atomic.Bool
+	reg := closerRegistry(&closed)
+	h := startWith(t, closerConfig, reg, Options{})
+	// A stream holds the current snapshot while open.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := h.openCorr(t, ctx)
+	old := h.holder.Current()
+	snap2, err := flows.Load("kong.yml", []byte(closerConfig), flows.LoadOptions{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.holder.Swap(snap2)
+	if h.holder.Current() == old || len(closed) != 2 {
+		t.Fatalf("swap did nothing (%d loads)", len(closed))
+	}
+	if closed[0].Load() {
+		t.Fatal("the old snapshot was closed while a stream still used it")
+	}
+	// Streams on the new snapshot come and go without closing the old one.
+	if _, err := h.exchange(t, context.Background(), headers("GET", "/plain", true)); err != nil {
+		t.Fatal(err)
+	}
+	if closed[0].Load() || closed[1].Load() {
+		t.Fatalf("closed early: old %v new %v", closed[0].Load(), closed[1].Load())
+	}
+	// The open stream still finishes on the old snapshot, which then closes.
+	finish(t, s)
+	waitUntil(t, "the old snapshot to close", closed[0].Load)
+	if closed[1].Load() {
+		t.Fatal("the serving snapshot was closed")
+	}
+	// A retired snapshot no stream holds closes at once.
+	snap3, err := flows.Load("kong.yml", []byte(closerConfig), flows.LoadOptions{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.holder.Swap(snap3)
+	if !closed[1].Load() || closed[2].Load() {
+		t.Fatalf("after an idle swap: second closed %v, third closed %v", closed[1].Load(), closed[2].Load())
+	}
+}
+
+// TestMaxRecvMsgSize: a message over the limit ends its stream with
+// ResourceExhausted; the next stream is served.
+func TestMaxRecvMsgSize(t *testing.T) {
+	h := startWith(t, testConfig, registry(), Options{MaxRecvMsgSize: 2048})
+	big := headers("GET", "/plain", true, "x-big", strings.Repeat("a", 4096))
+	if _, err := h.exchange(t, context.Background(), big); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversized message: want ResourceExhausted, got %v", err)
+	}
+	// Just under the limit is fine.
+	near := headers("GET", "/plain", true, "x-big", strings.Repeat("a", 1500))
+	out, err := h.exchange(t, context.Background(), near)
+	if err != nil || len(out) != 1 || out[0].GetRequestHeaders() == nil {
+		t.Fatalf("normal stream after the oversized one: %v %v", out, err)
+	}
+}
+
+type failPlugin struct{}
+
+func (failPlugin) Name() string  { return "fail" }
+func (failPlugin) Priority() int { return 1 }
+func (failPlugin) Access(context.Context, *flows.Exchange) error {
+	return errors.New("kaput")
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// logLine returns the last JSON log line with message msg.
+func logLine(t *testing.T, logs, msg string) (string, map[string]any) {
+	t.Helper()
+	lines := strings.Split(logs, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var m map[string]any
+		if json.Unmarshal([]byte(lines[i]), &m) == nil && m["msg"] == msg {
+			return lines[i], m
+		}
+	}
+	t.Fatalf("no %q log line in:\n%s", msg, logs)
+	return "", nil
+}
+
+// TestErrorLogsCarryRequestID: the log line of a failed (500) or panicked
+// request carries the x-request-id Envoy sent, once.
+func TestErrorLogsCarryRequestID(t *testing.T) {
+	reg := registry()
+	reg.Register("fail", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return failPlugin{}, nil })
+	var buf lockedBuf
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&buf), zap.DebugLevel))
+	h := startWith(t, testConfig+`      - name: fail
+        paths: ["/fail"]
+        plugins:
+          - name: fail
+`, reg, Options{Log: log})
+	// An empty id: Envoy sent none, so the 500 names a generated one, and
+	// the logs must name the same.
+	for _, c := range []struct{ path, id, msg string }{
+		{"/fail", "rid-fail-1", "request failed"},
+		{"/boom", "rid-panic-1", "panic while handling a message"},
+		{"/boom", "rid-panic-2", "request failed"},
+		{"/fail", "", "request failed"},
+		{"/boom", "", "panic while handling a message"},
+	} {
+		hdrs := []string{}
+		if c.id != "" {
+			hdrs = append(hdrs, "x-request-id", c.id)
+		}
+		out, err := h.exchange(t, context.Background(), headers("GET", c.path, true, hdrs...))
+		if err != nil || len(out) != 1 || out[0].GetImmediateResponse().GetStatus().GetCode() != 500 {
+			t.Fatalf("%s: want a 500, got %v %v", c.path, out, err)
+		}
+		var body map[string]string
+		if err := json.Unmarshal(out[0].GetImmediateResponse().GetBody(), &body); err != nil || body["request_id"] == "" {
+			t.Fatalf("%s: reply body %s", c.path, out[0].GetImmediateResponse().GetBody())
+		}
+		want := c.id
+		if want == "" {
+			want = body["request_id"]
+		} else if body["request_id"] != c.id {
+			t.Errorf("%s: reply request_id %q, want %q", c.path, body["request_id"], c.id)
+		}
+		line, m := logLine(t, buf.String(), c.msg)
+		if m["request_id"] != want {
+			t.Errorf("%s %q: log request_id %v, want %q: %s", c.path, c.msg, m["request_id"], want, line)
+		}
+		// Log pipelines (Elasticsearch, Loki's json stage) reject or
+		// mangle duplicate keys.
+		if n := strings.Count(line, `"request_id":`); n != 1 {
+			t.Errorf("%s %q: request_id appears %d times: %s", c.path, c.msg, n, line)
+		}
+	}
+}
+
+// TestClientCancelIsNotAStreamError: Envoy resets a stream it no longer
+// needs; that is not a recv error. A protocol fault is counted.
+func TestClientCancelIsNotAStreamError(t *testing.T) {
+	m := NewMetrics(nil)
+	h := startWith(t, testConfig, registry(), Options{Metrics: m})
+	ctx, cancel := context.WithCancel(context.Background())
+	s := h.openCorr(t, ctx)
+	if v := testutil.ToFloat64(m.active); v != 1 {
+		t.Fatalf("active streams %v with one open", v)
+	}
+	cancel()
+	if _, err := s.Recv(); status.Code(err) != codes.Canceled {
+		t.Fatalf("client side after cancel: %v", err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := h.srv.Wait(wctx); err != nil {
+		t.Fatalf("the canceled stream did not end on the server: %v", err)
+	}
+	for _, reason := range []string{"recv", "send", "protocol"} {
+		if v := testutil.ToFloat64(m.streamErrors.WithLabelValues(reason)); v != 0 {
+			t.Errorf("a client cancel counted as a %s stream error (%v)", reason, v)
+		}
+	}
+	if v := testutil.ToFloat64(m.active); v != 0 {
+		t.Errorf("active streams %v after the cancel", v)
+	}
+	if _, err := h.exchange(t, context.Background(), &extprocv3.ProcessingRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("protocol fault: %v", err)
+	}
+	if v := testutil.ToFloat64(m.streamErrors.WithLabelValues("protocol")); v != 1 {
+		t.Errorf("protocol stream errors %v, want 1", v)
+	}
+}
+
+type headerPanicPlugin struct{}
+
+func (headerPanicPlugin) Name() string  { return "hpanic" }
+func (headerPanicPlugin) Priority() int { return 1 }
+func (headerPanicPlugin) HeaderFilter(context.Context, *flows.Exchange) error {
+	panic("header filter bug")
+}
+
+// TestHeaderFilterPanicIs500: a plugin that panics in header_filter gets
+// the request a 500, not the process a crash (the 500 reply must not run
+// the panicking pipeline again outside the recover).
+func TestHeaderFilterPanicIs500(t *testing.T) {
+	reg := registry()
+	reg.Register("hpanic", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return headerPanicPlugin{}, nil })
+	m := NewMetrics(nil)
+	h := startWith(t, testConfig+`      - name: hboom
+        paths: ["/hboom"]
+        plugins:
+          - name: hpanic
+`, reg, Options{Metrics: m})
+	out, err := h.exchange(t, context.Background(), headers("GET", "/hboom", true, "x-request-id", "rid-h"), respHeaders())
+	if err != nil || len(out) != 2 || out[1].GetImmediateResponse().GetStatus().GetCode() != 500 {
+		t.Fatalf("want a 500 on the response headers, got %v %v", out, err)
+	}
+	if v := testutil.ToFloat64(m.panics); v < 1 {
+		t.Errorf("panics_total %v", v)
+	}
+	if _, err := h.exchange(t, context.Background(), headers("GET", "/plain", true)); err != nil {
+		t.Fatalf("next request: %v", err)
 	}
 }

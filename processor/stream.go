@@ -68,9 +68,10 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 	defer func() {
 		if r := recover(); r != nil {
 			st.srv.metrics.panics.Inc()
+			stack := debug.Stack()
+			resp, err = st.panicReply(), nil
 			st.srv.log.Error("panic while handling a message", zap.Any("panic", r),
-				zap.String("request_id", st.id()), zap.ByteString("stack", debug.Stack()))
-			resp, err = st.errorReply(&flows.HTTPError{Status: 500, Message: "internal error"}, false), nil
+				zap.String("request_id", st.id()), zap.ByteString("stack", stack))
 			st.done = true
 		}
 		if phase >= 0 {
@@ -520,6 +521,22 @@ func headerMutation(h flows.Headers, names []string) (*extprocv3.HeaderMutation,
 	return hm, nil
 }
 
+// panicReply is the 500 for a recovered panic. The reply runs the
+// response plugins; if one panics again (say the plugin that panicked in
+// header_filter), the 500 goes out without them rather than the panic
+// escaping the recover and ending the process.
+func (st *stream) panicReply() (resp *extprocv3.ProcessingResponse) {
+	internal := &flows.HTTPError{Status: 500, Message: "internal error"}
+	defer func() {
+		if recover() != nil {
+			st.pipe = nil
+			st.x.Reply = nil
+			resp = st.errorReply(internal, false)
+		}
+	}()
+	return st.errorReply(internal, false)
+}
+
 // errorReply renders err as the JSON error reply.
 func (st *stream) errorReply(err error, requestPath bool) *extprocv3.ProcessingResponse {
 	he := flows.AsHTTPError(err)
@@ -527,12 +544,13 @@ func (st *stream) errorReply(err error, requestPath bool) *extprocv3.ProcessingR
 		st.x = flows.NewExchange("", flows.Request{}, st.srv.log)
 		st.pipe = nil
 	}
-	if he.Status >= 500 {
-		st.x.Log.Error("request failed", zap.Int("status", he.Status), zap.String("message", he.Message),
-			zap.Error(he.Err), zap.String("request_id", st.x.ID), zap.String("route", st.route))
-	}
 	if st.x.ID == "" {
-		st.x.ID = uuid.NewString()
+		st.x.ID = uuid.NewString() // before logging: the log and the reply name the same id
+	}
+	if he.Status >= 500 {
+		// srv.log: x.Log may already carry request_id (a duplicate JSON key).
+		st.srv.log.Error("request failed", zap.Int("status", he.Status), zap.String("message", he.Message),
+			zap.Error(he.Err), zap.String("request_id", st.x.ID), zap.String("route", st.route))
 	}
 	body, _ := json.Marshal(map[string]string{"message": he.Message, "request_id": st.x.ID})
 	h := flows.Headers{"content-type": {"application/json"}}
