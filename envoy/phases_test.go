@@ -279,6 +279,36 @@ func TestModeOverride(t *testing.T) {
 			t.Fatalf("kinds %s", k)
 		}
 	})
+	// §2.4: body modes always come from the override, so one with no body
+	// field turns a BUFFERED base into NONE (the body is never sent).
+	t.Run("no_body_field_turns_buffered_base_into_none", func(t *testing.T) {
+		base := func() *ProcessingMode {
+			return &ProcessingMode{RequestHeaderMode: send, ResponseHeaderMode: skip, RequestBodyMode: buffered}
+		}
+		withOverride := func(m *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
+			r := cont(m)
+			if m.GetRequestHeaders() != nil {
+				r.ModeOverride = &ProcessingMode{ResponseHeaderMode: send}
+			}
+			return []*extprocv3.ProcessingResponse{r}
+		}
+		// Control: without the override the base buffers the body.
+		e := setup(t, answer(contAll), Config{ProcessingMode: base(), AllowModeOverride: true})
+		res, _ := e.do(t, "POST", "/", "data")
+		wantStatus(t, res, 200)
+		if k := strings.Join(e.p.LastTrace().SentKinds(), ","); k != "request_headers,request_body" {
+			t.Fatalf("base mode: kinds %s", k)
+		}
+		e = setup(t, answer(withOverride), Config{ProcessingMode: base(), AllowModeOverride: true})
+		res, body := e.do(t, "POST", "/", "data")
+		wantStatus(t, res, 200)
+		if k := strings.Join(e.p.LastTrace().SentKinds(), ","); k != "request_headers,response_headers" {
+			t.Fatalf("override without a body field: kinds %s, want request_headers,response_headers", k)
+		}
+		if body != "upstream:data" {
+			t.Errorf("the body did not reach the upstream unprocessed: %q", body)
+		}
+	})
 	t.Run("route_mode_replaces_filter_mode", func(t *testing.T) {
 		e := setup(t, answer(contAll), Config{ProcessingMode: sidecallMode(), Route: func(*http.Request) RouteSettings {
 			return RouteSettings{ProcessingMode: &ProcessingMode{RequestHeaderMode: skip, ResponseHeaderMode: send}}
