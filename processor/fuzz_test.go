@@ -54,6 +54,10 @@ func FuzzProcess(f *testing.F) {
 				continue // the panicking test plugin is not what we fuzz
 			}
 			r, err := st.handle(&m)
+			// A recovered panic ends the stream (finished), so look now.
+			if n := testutil.ToFloat64(srv.metrics.panics); n != 0 {
+				t.Fatalf("%v panics recovered handling %v", n, &m)
+			}
 			if err != nil {
 				return
 			}
@@ -63,9 +67,6 @@ func FuzzProcess(f *testing.F) {
 			if st.finished() {
 				return
 			}
-		}
-		if n := testutil.ToFloat64(srv.metrics.panics); n != 0 {
-			t.Fatalf("%v panics recovered", n)
 		}
 	})
 }
