@@ -295,6 +295,28 @@ func coreReport(rows []row, n, rounds int) string {
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %v | %v | %.1f µs | %s | %s |\n", r.name, r.c, r.res.PerSecond(),
 			r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer)/float64(time.Microsecond), ratioCPU, ratioTP)
 	}
-	fmt.Fprintf(&b, "\nTargets (issue 2): pass-through CPU per stream <= 1.15x the floor, correlation-id <= 1.3x.\n")
+	fmt.Fprintf(&b, "\nTargets (issue 2): pass-through CPU per stream <= 1.15x the floor, correlation-id <= 1.3x. This run:")
+	for _, r := range rows {
+		target, key := 0.0, ""
+		switch r.scenario {
+		case "pass":
+			target, key = 1.15, fmt.Sprintf("floor/%d", r.c)
+		case "corr":
+			target, key = 1.3, fmt.Sprintf("floor2/%d", r.c)
+		default:
+			continue
+		}
+		f, ok := floors[key]
+		if !ok || f.cpuPer <= 0 {
+			continue
+		}
+		ratio := float64(r.cpuPer) / float64(f.cpuPer)
+		verdict := "met"
+		if ratio > target {
+			verdict = "not met"
+		}
+		fmt.Fprintf(&b, " %s c=%d %.2fx %s;", r.scenario, r.c, ratio, verdict)
+	}
+	b.WriteString("\n")
 	return b.String()
 }
