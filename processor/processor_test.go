@@ -480,10 +480,21 @@ func TestSnapshotClosedAfterItsStreams(t *testing.T) {
 // TestMaxRecvMsgSize: a message over the limit ends its stream with
 // ResourceExhausted; the next stream is served.
 func TestMaxRecvMsgSize(t *testing.T) {
-	h := startWith(t, testConfig, registry(), Options{MaxRecvMsgSize: 2048})
+	m := NewMetrics(nil)
+	h := startWith(t, testConfig, registry(), Options{MaxRecvMsgSize: 2048, Metrics: m})
 	big := headers("GET", "/plain", true, "x-big", strings.Repeat("a", 4096))
 	if _, err := h.exchange(t, context.Background(), big); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("oversized message: want ResourceExhausted, got %v", err)
+	}
+	// grpc-go answers the client itself and ends the stream's context; the
+	// rejection is still a recv error (Envoy turns it into a 500).
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := h.srv.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.ToFloat64(m.streamErrors.WithLabelValues("recv")); v != 1 {
+		t.Errorf("recv stream errors %v after an oversized message, want 1", v)
 	}
 	// Just under the limit is fine.
 	near := headers("GET", "/plain", true, "x-big", strings.Repeat("a", 1500))

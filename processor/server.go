@@ -125,7 +125,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	for {
 		req, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || stream.Context().Err() != nil {
+			if errors.Is(err, io.EOF) || peerGone(err, stream.Context()) {
 				return nil
 			}
 			s.metrics.streamErrors.WithLabelValues("recv").Inc()
@@ -148,6 +148,19 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return nil
 		}
 	}
+}
+
+// peerGone tells whether a Recv error means Envoy reset or dropped the
+// stream. grpc-go also ends the stream's context when it rejects a message
+// itself (over MaxRecvMsgSize, undecodable): those are recv errors.
+func peerGone(err error, ctx context.Context) bool {
+	switch status.Code(err) {
+	case codes.Canceled:
+		return true
+	case codes.ResourceExhausted, codes.Internal:
+		return false
+	}
+	return ctx.Err() != nil
 }
 
 func protocolFault(format string, args ...any) error {
