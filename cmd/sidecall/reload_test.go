@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,5 +70,29 @@ func TestFileChangeReload(t *testing.T) {
 	// SIGHUP's path: reload() reports success.
 	if !a.reload("test") {
 		t.Error("reload of a good file failed")
+	}
+}
+
+// TestServeSIGHUPReloads: SIGHUP reloads an unchanged file (no file event
+// for the watcher to catch), counted once as ok and logged as SIGHUP.
+func TestServeSIGHUPReloads(t *testing.T) {
+	cfg := writeConfig(t, echoConfig)
+	s := startServe(t, cfg)
+	const ok, failed = `sidecall_config_reloads_total{result="ok"}`, `sidecall_config_reloads_total{result="failed"}`
+	if v := s.metric(t, ok); v != 1 {
+		t.Fatalf("ok reloads at start %v, want 1 (the initial load)", v)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the SIGHUP reload", func() bool { return s.metric(t, ok) >= 2 })
+	if !strings.Contains(s.stderr.String(), `"trigger":"SIGHUP"`) {
+		t.Errorf("no SIGHUP reload logged: %s", s.stderr.String())
+	}
+	if v, f := s.metric(t, ok), s.metric(t, failed); v != 2 || f != 0 {
+		t.Fatalf("after one SIGHUP: ok %v failed %v, want 2 and 0", v, f)
+	}
+	if s.metric(t, "sidecall_config_last_reload_success") != 1 || s.readyz(t) != 200 {
+		t.Fatal("not ready after a good reload")
 	}
 }

@@ -96,3 +96,26 @@ func TestServeUnixSocketAdminAndDrain(t *testing.T) {
 		t.Errorf("logs: %s", stderr.String())
 	}
 }
+
+func TestVersionCommand(t *testing.T) {
+	for _, arg := range []string{"version", "--version", "-v"} {
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{arg}, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s exited %d: %s", arg, code, stderr.String())
+		}
+		want := "sidecall " + version + " (commit "
+		if out := stdout.String(); !strings.HasPrefix(out, want) || !strings.HasSuffix(out, ")\n") || strings.Count(out, "\n") != 1 {
+			t.Errorf("%s printed %q, want one line starting %q", arg, out, want)
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("%s wrote to stderr: %s", arg, stderr.String())
+		}
+	}
+	// -ldflags -X values show up as set.
+	defer func(v, c string) { version, commit = v, c }(version, commit)
+	version, commit = "1.2.3", "abc123"
+	var stdout bytes.Buffer
+	if code := run([]string{"version"}, &stdout, io.Discard); code != 0 || !strings.HasPrefix(stdout.String(), "sidecall 1.2.3 (commit abc123, go") {
+		t.Fatalf("exit %d, printed %q", code, stdout.String())
+	}
+}
