@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -89,13 +90,11 @@ func (p *Pipeline) Run(ctx context.Context, phase Phase, x *Exchange, obs Observ
 		if f == nil {
 			continue
 		}
-		var start time.Time
+		var err error
 		if obs != nil {
-			start = time.Now()
-		}
-		err := f(ctx, x)
-		if obs != nil {
-			obs(in, phase, time.Since(start), err)
+			err = observed(ctx, x, f, in, phase, obs)
+		} else {
+			err = f(ctx, x)
 		}
 		if err != nil {
 			return err
@@ -105,4 +104,23 @@ func (p *Pipeline) Run(ctx context.Context, phase Phase, x *Exchange, obs Observ
 		}
 	}
 	return nil
+}
+
+// errPanicked is what the observer sees for a plugin run that panicked.
+var errPanicked = errors.New("plugin panicked")
+
+// observed runs f and tells obs, a panicking run included (as an error; the
+// panic goes on to the processor's recover).
+func observed(ctx context.Context, x *Exchange, f func(context.Context, *Exchange) error, in *Instance, phase Phase, obs Observer) (err error) {
+	start := time.Now()
+	returned := false
+	defer func() {
+		if !returned {
+			obs(in, phase, time.Since(start), errPanicked)
+		}
+	}()
+	err = f(ctx, x)
+	returned = true
+	obs(in, phase, time.Since(start), err)
+	return err
 }

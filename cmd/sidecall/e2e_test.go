@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
 	"gopkg.in/yaml.v3"
 
@@ -265,10 +267,50 @@ func (panicPlugin) Name() string                                  { return "pani
 func (panicPlugin) Priority() int                                 { return 1 }
 func (panicPlugin) Access(context.Context, *flows.Exchange) error { panic("plugin bug") }
 
+type failPlugin struct{}
+
+func (failPlugin) Name() string  { return "fail" }
+func (failPlugin) Priority() int { return 1 }
+func (failPlugin) Access(context.Context, *flows.Exchange) error {
+	return errors.New("kaput")
+}
+
+// metricValue reads a counter or gauge sample from reg (0 if absent).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
 func TestE2EPanicIs500JSONForThatRequestOnly(t *testing.T) {
 	reg := wire.Registry()
 	reg.Register("panic", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return panicPlugin{}, nil })
-	h := envoytest.Start(t, `services: [{name: a, url: 'http://127.0.0.1:1', routes: [{name: boom, paths: [/boom], plugins: [{name: panic}]}, {name: ok, paths: [/ok]}]}]`, envoytest.Options{Registry: reg})
+	reg.Register("fail", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return failPlugin{}, nil })
+	h := envoytest.Start(t, `services: [{name: a, url: 'http://127.0.0.1:1', routes: [{name: boom, paths: [/boom], plugins: [{name: panic}]}, {name: ok, paths: [/ok]}, {name: bad, paths: [/bad], plugins: [{name: fail}]}]}]`, envoytest.Options{Registry: reg})
 	resp, body := h.Get(t, "/boom", "X-Request-Id", "req-7")
 	var e struct {
 		Message   string `json:"message"`
@@ -280,5 +322,34 @@ func TestE2EPanicIs500JSONForThatRequestOnly(t *testing.T) {
 	resp, _ = h.Get(t, "/ok")
 	if resp.StatusCode != 200 {
 		t.Fatalf("the next request got %d", resp.StatusCode)
+	}
+	m := h.Metrics
+	if v := metricValue(t, m, "sidecall_panics_total"); v != 1 {
+		t.Errorf("sidecall_panics_total %v after one panicking request, want 1", v)
+	}
+	// The panicking run counts as a run and an error of that plugin.
+	boom := []string{"route", "boom", "plugin", "panic", "phase", "access"}
+	if r, e := metricValue(t, m, "sidecall_plugin_runs_total", boom...), metricValue(t, m, "sidecall_plugin_errors_total", boom...); r != 1 || e != 1 {
+		t.Errorf("panic plugin: runs %v errors %v, want 1 and 1", r, e)
+	}
+	if v := metricValue(t, m, "sidecall_streams_total", "route", "boom"); v != 1 {
+		t.Errorf("streams on route boom %v, want 1", v)
+	}
+	// A plugin error (500, no panic) counts as a run and an error.
+	bad := []string{"route", "bad", "plugin", "fail", "phase", "access"}
+	for i := 1; i <= 2; i++ {
+		resp, _ = h.Get(t, "/bad")
+		if resp.StatusCode != 500 {
+			t.Fatalf("/bad got %d", resp.StatusCode)
+		}
+		if r, e := metricValue(t, m, "sidecall_plugin_runs_total", bad...), metricValue(t, m, "sidecall_plugin_errors_total", bad...); r != float64(i) || e != float64(i) {
+			t.Errorf("after %d failing requests: runs %v errors %v", i, r, e)
+		}
+	}
+	if v := metricValue(t, m, "sidecall_panics_total"); v != 1 {
+		t.Errorf("a plugin error counted as a panic: %v", v)
+	}
+	if v := metricValue(t, m, "sidecall_streams_active"); v != 0 {
+		t.Errorf("streams active %v after every request ended", v)
 	}
 }
