@@ -31,7 +31,7 @@ package flows
 //     may have seen the request is not called twice.
 //   - TLS: verified unless the service says tls_verify: false (Kong leaves
 //     an unset tls_verify to nginx, which does not verify; we fail closed).
-//     ca_certificates name Kong entities sidecall does not have: system roots.
+//     A certificate that does not verify is a transport error (502 stored).
 //   - The flow's response phases (header_filter, body_filter plugins of the
 //     service) run on its response, as they would in Kong's sub-request.
 //   - Stored result: status (int), headers (lower-case names, a string or a
@@ -41,8 +41,15 @@ package flows
 //     stored with status 502 and a timeout with 504, what Kong's proxy would
 //     answer for the sub-request. A plugin error in the flow is a failure
 //     with the HTTPError's status.
-//   - on_flow_error_body is sent as is when it is a JSON object or array,
-//     else as {"message": body}; a bare JSON scalar ("42") is a message.
+//   - on_flow_error_body is sent as written when it is a JSON object or
+//     array (the user's own body, no request_id added); anything else, the
+//     default included, is the message of sidecall's error body (spec §4):
+//     {"message": body, "request_id": x-request-id}. A bare JSON scalar
+//     ("42") is a message.
+//   - tls_verify_depth and ca_certificates are not applied (ca_certificates
+//     name Kong entities sidecall does not load); a verified https flow
+//     service is checked against the system roots and Go's chain rules, and
+//     the load warns when a flow service sets either.
 //   - The flow response body is read up to 16 MiB; more is a failure.
 //   - Shared flows nest at most 8 deep at run time too (the loader rejects
 //     cycles and deeper configs; this guards anything it cannot see).
@@ -65,6 +72,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 )
@@ -116,7 +124,8 @@ type flowCallout struct {
 	svc       *Service // Pipeline is read at request time (filled after the load)
 	preserve  bool
 	status    int
-	errBody   []byte
+	errBody   []byte // on_flow_error_body as written (JSON object or array), else nil
+	errMsg    string // else: the message of the {message, request_id} body
 	cont      bool
 	key       string
 	transport *http.Transport
@@ -144,11 +153,16 @@ func newFlowCallout(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
 	if c.OnFlowErrorStatus < 400 || c.OnFlowErrorStatus > 599 {
 		b.Errorf(at.Key("on_flow_error_status"), "must be between 400 and 599, got %d", c.OnFlowErrorStatus)
 	}
-	p.errBody = errorBody(c.OnFlowErrorBody)
+	p.errBody, p.errMsg = userErrorBody(c.OnFlowErrorBody), c.OnFlowErrorBody
 	if p.svc == nil || b.Failed() {
 		return p, nil
 	}
-	verify := p.svc.Config == nil || p.svc.Config.TLSVerify == nil || *p.svc.Config.TLSVerify
+	sc := p.svc.Config
+	verify := sc == nil || sc.TLSVerify == nil || *sc.TLSVerify
+	if verify && sc != nil && (len(sc.CACertificates) > 0 || sc.TLSVerifyDepth != nil) {
+		b.Warnf("flow-callout: service %q: ca_certificates and tls_verify_depth are not applied; "+
+			"its certificate is verified against the system roots", p.svc.Name)
+	}
 	t, err := flowTransport(b.Resources, verify)
 	if err != nil {
 		return nil, err
@@ -157,14 +171,28 @@ func newFlowCallout(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
 	return p, nil
 }
 
-// errorBody is the client body on failure: JSON objects and arrays as
-// written, anything else as {"message": s}.
-func errorBody(s string) []byte {
+// userErrorBody is s when it is a JSON object or array (sent as written),
+// else nil: s is then the message of sidecall's error body.
+func userErrorBody(s string) []byte {
 	t := strings.TrimSpace(s)
 	if (strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[")) && json.Valid([]byte(t)) {
 		return []byte(s)
 	}
-	out, _ := json.Marshal(map[string]string{"message": s})
+	return nil
+}
+
+// errorReply is the client body when the flow fails: the user's JSON body
+// as written, else {"message": ..., "request_id": ...} like every sidecall
+// error (the processor's errorReply: an id is generated when Envoy sent
+// none, and kept on x for the rest of the request).
+func (p *flowCallout) errorReply(x *Exchange) []byte {
+	if p.errBody != nil {
+		return bytes.Clone(p.errBody) // later plugins may change the reply body in place
+	}
+	if x.ID == "" {
+		x.ID = uuid.NewString()
+	}
+	out, _ := json.Marshal(map[string]string{"message": p.errMsg, "request_id": x.ID})
 	return out
 }
 
@@ -247,8 +275,7 @@ func (p *flowCallout) Access(ctx context.Context, x *Exchange) error {
 	if failed {
 		x.Log.Debug("shared flow failed", flowLogFields(p.svc.Name, out)...)
 		if !p.cont {
-			// A copy: later plugins may change the reply body in place.
-			x.Respond(p.status, Headers{"content-type": {"application/json"}}, bytes.Clone(p.errBody))
+			x.Respond(p.status, Headers{"content-type": {"application/json"}}, p.errorReply(x))
 			return nil
 		}
 	}

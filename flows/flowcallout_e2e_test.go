@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sidecall/sidecall/envoy/envoytest"
 	"github.com/sidecall/sidecall/flows"
@@ -39,8 +44,26 @@ type e2eFlowServer struct {
 
 func startFlowServer(t *testing.T, status int, body string) *e2eFlowServer {
 	t.Helper()
+	s := newFlowServerE2E(status, body)
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// startTLSFlowServer is startFlowServer over https, with httptest's
+// self-signed certificate (for 127.0.0.1), which no system root trusts.
+func startTLSFlowServer(t *testing.T, status int, body string) *e2eFlowServer {
+	t.Helper()
+	s := newFlowServerE2E(status, body)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake errors are the point
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newFlowServerE2E(status int, body string) *e2eFlowServer {
 	s := &e2eFlowServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		s.mu.Lock()
 		s.hits = append(s.hits, flowHit{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(b)})
@@ -50,7 +73,6 @@ func startFlowServer(t *testing.T, status int, body string) *e2eFlowServer {
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
 	}))
-	t.Cleanup(s.Close)
 	return s
 }
 
@@ -185,8 +207,10 @@ func wantStatus(t *testing.T, resp *http.Response, body []byte, want int) {
 }
 
 // wantE2EDenied checks the client got the configured error: 403 with
-// {"message":"Access denied by security flow."} as JSON.
-func wantE2EDenied(t *testing.T, resp *http.Response, body []byte) {
+// sidecall's JSON error body (spec §4), {"message":"Access denied by
+// security flow.","request_id":<the request's x-request-id>}, and returns
+// the request_id. The body has exactly these two fields.
+func wantE2EDenied(t *testing.T, resp *http.Response, body []byte) string {
 	t.Helper()
 	wantStatus(t, resp, body, 403)
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
@@ -196,6 +220,11 @@ func wantE2EDenied(t *testing.T, resp *http.Response, body []byte) {
 	if err := json.Unmarshal(body, &m); err != nil || m["message"] != "Access denied by security flow." {
 		t.Errorf("body %s (err %v), want message \"Access denied by security flow.\"", body, err)
 	}
+	id, _ := m["request_id"].(string)
+	if id == "" || len(m) != 2 {
+		t.Errorf("body %s: want exactly message and a non-empty request_id", body)
+	}
+	return id
 }
 
 func flowRuns(t *testing.T, h *envoytest.Harness, flow, result string) float64 {
@@ -344,15 +373,58 @@ func TestFlowCalloutE2EDenied(t *testing.T) {
 			up, upHits := countingUpstream(t)
 			h := envoytest.Start(t, e2eSeedConfig(c.url(t), "", false, ""), envoytest.Options{Upstream: up})
 			resp, body := e2eOrder(t, h)
-			wantE2EDenied(t, resp, body)
+			if id := wantE2EDenied(t, resp, body); len(id) != 36 {
+				t.Errorf("request_id %q, want the UUID Envoy generated", id)
+			}
 			if n := upHits.Load(); n != 0 {
 				t.Errorf("upstream reached %d times on a denied request", n)
 			}
 			if n := flowRuns(t, h, "my-shared-security-flow", c.result); n != 1 {
 				t.Errorf("sidecall_flow_runs_total{result=%s} = %v, want 1", c.result, n)
 			}
+			// The client's x-request-id is the error's request_id.
+			resp, body = h.Do(t, h.Request(t, "POST", "/api/orders/42", e2eOrderBody, "X-Request-ID", "rid-denied-7"))
+			if id := wantE2EDenied(t, resp, body); id != "rid-denied-7" {
+				t.Errorf("request_id %q, want the request's x-request-id rid-denied-7", id)
+			}
 		})
 	}
+
+	// The flow service saw the same x-request-id the error body names.
+	t.Run("request_id is the id the flow saw", func(t *testing.T) {
+		flow := startFlowServer(t, 500, `{"error":"boom"}`)
+		h := envoytest.Start(t, e2eSeedConfig(flow.URL, "", false, ""), envoytest.Options{})
+		resp, body := e2eOrder(t, h)
+		id := wantE2EDenied(t, resp, body)
+		if got := flow.only(t).Header.Get("X-Request-Id"); got == "" || got != id {
+			t.Errorf("flow saw x-request-id %q, error body request_id %q", got, id)
+		}
+	})
+
+	// A JSON on_flow_error_body is the user's own body: sent as written,
+	// nothing added; the default body gets the request_id like a message.
+	t.Run("user JSON body as written", func(t *testing.T) {
+		flow := startFlowServer(t, 500, `{"error":"boom"}`)
+		const user = `{"code": "DENIED", "retry": false}`
+		cfg := strings.Replace(e2eSeedConfig(flow.URL, "", false, ""), "on_flow_error_body: Access denied by security flow.",
+			"on_flow_error_body: '"+user+"'", 1)
+		h := envoytest.Start(t, cfg, envoytest.Options{})
+		resp, body := h.Do(t, h.Request(t, "POST", "/api/orders/42", e2eOrderBody, "X-Request-ID", "rid-json"))
+		wantStatus(t, resp, body, 403)
+		if string(body) != user || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("body %q (content-type %q), want %q as written", body, resp.Header.Get("Content-Type"), user)
+		}
+
+		cfg = strings.Replace(e2eSeedConfig(flow.URL, "", false, ""), "              on_flow_error_status: 403\n              on_flow_error_body: Access denied by security flow.\n", "", 1)
+		if err := h.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+		resp, body = h.Do(t, h.Request(t, "POST", "/api/orders/42", e2eOrderBody, "X-Request-ID", "rid-default"))
+		wantStatus(t, resp, body, 500)
+		if string(body) != `{"message":"Shared Flow execution failed.","request_id":"rid-default"}` {
+			t.Errorf("default error body %s", body)
+		}
+	})
 }
 
 // on_flow_error_continue: true lets the request go on; the stored result
@@ -687,4 +759,331 @@ func TestFlowCalloutE2EPreserveOriginalBody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An https shared-flow service. sidecall verifies it unless the service
+// says tls_verify: false, so httptest's self-signed certificate fails the
+// flow before the service sees a request and the route's on_flow_error
+// handling answers (403 here; under continue the stored result is a 502
+// naming the certificate). ca_certificates and tls_verify_depth are not
+// applied and never turn verification off. tls_verify: false calls it.
+func TestFlowCalloutE2ETLSService(t *testing.T) {
+	cases := []struct {
+		name, extra string
+		verified    bool
+	}{
+		{"tls_verify unset", "", true},
+		{"tls_verify true", "    tls_verify: true\n", true},
+		{"ca_certificates and tls_verify_depth", "    ca_certificates: [4e3ad2e4-0bc4-4638-8e34-c84a417ba39b]\n    tls_verify_depth: 3\n", true},
+		{"tls_verify false", "    tls_verify: false\n", false},
+		{"tls_verify false, depth 0", "    tls_verify: false\n    tls_verify_depth: 0\n", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			flow := startTLSFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
+			if !strings.HasPrefix(flow.URL, "https://127.0.0.1:") {
+				t.Fatalf("flow server URL %q", flow.URL)
+			}
+			up, upHits := countingUpstream(t)
+			h := envoytest.Start(t, e2eSeedConfig(flow.URL, "", false, c.extra), envoytest.Options{Upstream: up})
+			resp, body := e2eOrder(t, h)
+			if !c.verified {
+				wantStatus(t, resp, body, 200)
+				if r := flow.only(t); r.Method != "POST" || r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody {
+					t.Errorf("flow got %s %s %q", r.Method, r.Path, r.Body)
+				}
+				if e := envoytest.DecodeEcho(t, body); e.Header("X-Security-User") != "ann" || e.Header("X-Security-Status") != "200" {
+					t.Errorf("upstream headers %v", e.Headers)
+				}
+				if upHits.Load() != 1 {
+					t.Errorf("upstream hits %d", upHits.Load())
+				}
+				return
+			}
+			wantE2EDenied(t, resp, body)
+			if n := flow.count(); n != 0 {
+				t.Errorf("flow service got %d requests over an unverified connection", n)
+			}
+			if n := upHits.Load(); n != 0 {
+				t.Errorf("upstream reached %d times", n)
+			}
+			if n := flowRuns(t, h, "my-shared-security-flow", flows.FlowResultTransportError); n != 1 {
+				t.Errorf("sidecall_flow_runs_total{result=transport_error} = %v, want 1", n)
+			}
+
+			// Continuing, the stored result names the certificate problem.
+			if err := h.Reload(e2eSeedConfig(flow.URL, "", true, c.extra)); err != nil {
+				t.Fatal(err)
+			}
+			resp, body = e2eOrder(t, h)
+			wantStatus(t, resp, body, 200)
+			e := envoytest.DecodeEcho(t, body)
+			if e.Header("X-Security-Status") != "502" || e.Header("X-Security-Failed") != "true" ||
+				!strings.Contains(e.Header("X-Security-Error"), "certificate") {
+				t.Errorf("stored result: status %q failed %q error %q", e.Header("X-Security-Status"),
+					e.Header("X-Security-Failed"), e.Header("X-Security-Error"))
+			}
+			if n := flow.count(); n != 0 {
+				t.Errorf("flow service got %d requests", n)
+			}
+		})
+	}
+}
+
+// Plugins of the shared flow's service run in the sub-request: its
+// correlation-id sets a header and its request-callout calls out (with the
+// correlation value) and adds a header from the answer; the flow service
+// receives both, the stored flow response carries the echoed correlation
+// header, and none of these header changes reach the main upstream request
+// or the client's response.
+func TestFlowCalloutE2EFlowServicePlugins(t *testing.T) {
+	flow := startFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
+	var calloutSaw atomic.Value
+	calloutSaw.Store(http.Header{})
+	co := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calloutSaw.Store(r.Header.Clone())
+		w.Header().Set("content-type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"seen": r.Header.Get("X-User"), "corr": r.Header.Get("X-Corr")})
+	}))
+	t.Cleanup(co.Close)
+	cfg := `_format_version: "3.0"
+services:
+  - name: my-shared-security-flow
+    url: ` + flow.URL + `/check
+    plugins:
+      - name: correlation-id
+        config: {header_name: X-Flow-Corr, generator: uuid, echo_downstream: true}
+      - name: request-callout
+        config:
+          callouts:
+            - name: whoami
+              request:
+                url: ` + co.URL + `/whoami
+                headers:
+                  custom:
+                    X-User: '$(headers["x-client"])'
+                    X-Corr: '$(headers["x-flow-corr"])'
+              response:
+                body: {decode: true}
+          upstream:
+            headers:
+              custom:
+                X-Callout-Seen: "$(callouts.whoami.response.body.seen)"
+                X-Callout-Corr: "$(callouts.whoami.response.body.corr)"
+  - name: orders-api
+    url: http://127.0.0.1:1
+    routes:
+      - name: orders
+        paths: [/api/orders]
+        plugins:
+          - name: flow-callout
+            config:
+              shared_flow_service_name: my-shared-security-flow
+              store_flow_response_in_shared_context_key: security_check_result
+              on_flow_error_status: 403
+              on_flow_error_body: Access denied by security flow.
+          - name: post-function
+            config:
+              access:
+                - |
+                  local r = kong.ctx.shared.security_check_result
+                  kong.service.request.set_header("X-Stored-Corr", r.headers["x-flow-corr"] or "-")
+                  kong.service.request.set_header("X-Stored-Status", r.status)
+                  kong.service.request.set_header("X-Main-Saw", (kong.request.get_header("x-flow-corr") or "-") .. "," ..
+                    (kong.request.get_header("x-callout-seen") or "-"))
+`
+	up, upHits := countingUpstream(t)
+	h := envoytest.Start(t, cfg, envoytest.Options{Upstream: up})
+	resp, body := e2eOrder(t, h)
+	wantStatus(t, resp, body, 200)
+
+	// The sub-request: the flow service got the correlation header and the
+	// callout's header, on top of the original request.
+	r := flow.only(t)
+	corr := r.Header.Get("X-Flow-Corr")
+	if len(corr) != 36 {
+		t.Errorf("flow service X-Flow-Corr %q, want a generated uuid", corr)
+	}
+	if got := r.Header.Get("X-Callout-Seen"); got != "c1" {
+		t.Errorf("flow service X-Callout-Seen %q, want c1 (the callout's answer to X-User: c1)", got)
+	}
+	if got := r.Header.Get("X-Callout-Corr"); got == "" || got != corr {
+		t.Errorf("flow service X-Callout-Corr %q, want the correlation id %q the callout was sent", got, corr)
+	}
+	if r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody || r.Header.Get("X-Client") != "c1" {
+		t.Errorf("flow got %s %q headers %v", r.Path, r.Body, r.Header)
+	}
+	if ch := calloutSaw.Load().(http.Header); ch.Get("X-User") != "c1" || ch.Get("X-Corr") != corr {
+		t.Errorf("callout server got X-User %q X-Corr %q", ch.Get("X-User"), ch.Get("X-Corr"))
+	}
+
+	// The main request: untouched by the flow's plugins.
+	if upHits.Load() != 1 {
+		t.Fatalf("upstream hits %d", upHits.Load())
+	}
+	e := envoytest.DecodeEcho(t, body)
+	for _, k := range []string{"X-Flow-Corr", "X-Callout-Seen", "X-Callout-Corr", "X-User", "X-Corr"} {
+		if v := e.Header(k); v != "" {
+			t.Errorf("flow plugin header leaked to the main upstream: %s: %q", k, v)
+		}
+	}
+	if got := e.Header("X-Main-Saw"); got != "-,-" {
+		t.Errorf("the main route's post-function saw the flow's headers: %q, want -,-", got)
+	}
+	if e.Body != e2eOrderBody || e.Path != "/api/orders/42" || e.Header("X-Client") != "c1" {
+		t.Errorf("upstream got %s %q headers %v", e.Path, e.Body, e.Headers)
+	}
+	// The flow's echo_downstream went on the flow's response (stored), not
+	// on the client's.
+	if got := e.Header("X-Stored-Corr"); got != corr || e.Header("X-Stored-Status") != "200" {
+		t.Errorf("stored flow response: x-flow-corr %q status %q, want %q 200", got, e.Header("X-Stored-Status"), corr)
+	}
+	if v := resp.Header.Get("X-Flow-Corr"); v != "" {
+		t.Errorf("client response has the flow's X-Flow-Corr %q", v)
+	}
+
+	// A second request runs the flow's plugins again, with a new id.
+	_, body = e2eOrder(t, h)
+	flow.mu.Lock()
+	second := flow.hits[len(flow.hits)-1].Header.Get("X-Flow-Corr")
+	flow.mu.Unlock()
+	if second == "" || second == corr {
+		t.Errorf("second flow run X-Flow-Corr %q (first %q)", second, corr)
+	}
+	if e := envoytest.DecodeEcho(t, body); e.Header("X-Flow-Corr") != "" || e.Header("X-Callout-Seen") != "" {
+		t.Errorf("second request leaked flow headers: %v", e.Headers)
+	}
+}
+
+// seedLua is the seed's "Accessing Information" example, verbatim
+// (/work/shared/seeds/flow-callout-kong-plugin.md).
+const seedLua = `local security_result = kong.ctx.shared.security_check_result
+
+if security_result and security_result.status == 200 then
+    kong.log.notice("Shared security flow passed. Response: ", security_result.body)
+    -- Continue with main logic
+else
+    kong.log.warn("Shared security flow failed or returned non-200. Status: ", security_result.status)
+    -- Take action based on failure
+end`
+
+// seedLuaConfig is the seed's flow-callout (key security_check_result)
+// with seedLua as the route's phase plugin (post-function or
+// pre-function) in access.
+func seedLuaConfig(flowURL, plugin string, cont bool) string {
+	lua := "                - |\n                  " + strings.ReplaceAll(seedLua, "\n", "\n                  ") + "\n"
+	return `_format_version: "3.0"
+services:
+  - name: my-shared-security-flow
+    url: ` + flowURL + `/check
+    read_timeout: 1000
+  - name: orders-api
+    url: http://127.0.0.1:1
+    routes:
+      - name: orders
+        paths: [/api/orders]
+        plugins:
+          - name: flow-callout
+            config:
+              shared_flow_service_name: my-shared-security-flow
+              store_flow_response_in_shared_context_key: security_check_result
+              on_flow_error_continue: ` + fmt.Sprint(cont) + `
+              on_flow_error_status: 403
+              on_flow_error_body: Access denied by security flow.
+          - name: ` + plugin + `
+            config:
+              access:
+` + lua
+}
+
+// luaLogs are the kong.log lines the Lua chunks wrote.
+func luaLogs(logs *observer.ObservedLogs) []observer.LoggedEntry {
+	var out []observer.LoggedEntry
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if f.Key == "source" && f.String == "lua" {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// The seed's Lua, as written, in a post-function of the main route (it
+// runs after flow-callout, as the seed's "custom Lua plugin's access phase"
+// must): a 200 flow logs the notice with the flow's body; a failed flow
+// under on_flow_error_continue logs the warning with its status; a failed
+// flow without continue is answered by flow-callout and the chunk does not
+// run. In a pre-function the chunk runs before flow-callout, finds no
+// result and its else branch indexes nil: a Lua error, a 500.
+func TestFlowCalloutE2ESeedLua(t *testing.T) {
+	if src, err := os.ReadFile("/work/shared/seeds/flow-callout-kong-plugin.md"); err == nil && !strings.Contains(string(src), seedLua) {
+		t.Fatal("seedLua is no longer the seed's snippet verbatim")
+	}
+	start := func(t *testing.T, flowURL, plugin string, cont bool) (*envoytest.Harness, *observer.ObservedLogs) {
+		t.Helper()
+		core, logs := observer.New(zap.DebugLevel)
+		h := envoytest.Start(t, seedLuaConfig(flowURL, plugin, cont), envoytest.Options{Log: zap.New(core)})
+		return h, logs
+	}
+	wantOneLog := func(t *testing.T, logs *observer.ObservedLogs, level zapcore.Level, msg string) {
+		t.Helper()
+		got := luaLogs(logs)
+		if len(got) != 1 || got[0].Level != level || got[0].Message != msg {
+			var ls []string
+			for _, e := range got {
+				ls = append(ls, e.Level.String()+" "+e.Message)
+			}
+			t.Errorf("Lua logged %q, want one %s %q", ls, level, msg)
+		}
+	}
+
+	t.Run("post-function, flow 200", func(t *testing.T) {
+		flow := startFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
+		h, logs := start(t, flow.URL, "post-function", false)
+		resp, body := e2eOrder(t, h)
+		wantStatus(t, resp, body, 200)
+		if e := envoytest.DecodeEcho(t, body); e.Body != e2eOrderBody {
+			t.Errorf("upstream body %q", e.Body)
+		}
+		// kong.log.notice is Info in sidecall's log.
+		wantOneLog(t, logs, zapcore.InfoLevel, `Shared security flow passed. Response: {"allowed":true,"user":"ann"}`)
+	})
+	t.Run("post-function, flow 401, continue", func(t *testing.T) {
+		flow := startFlowServer(t, 401, `{"error":"who"}`)
+		h, logs := start(t, flow.URL, "post-function", true)
+		resp, body := e2eOrder(t, h)
+		wantStatus(t, resp, body, 200)
+		wantOneLog(t, logs, zapcore.WarnLevel, "Shared security flow failed or returned non-200. Status: 401")
+	})
+	t.Run("post-function, flow down, continue", func(t *testing.T) {
+		down := httptest.NewServer(http.NotFoundHandler())
+		down.Close()
+		h, logs := start(t, down.URL, "post-function", true)
+		resp, body := e2eOrder(t, h)
+		wantStatus(t, resp, body, 200)
+		wantOneLog(t, logs, zapcore.WarnLevel, "Shared security flow failed or returned non-200. Status: 502")
+	})
+	t.Run("post-function, flow 500, no continue", func(t *testing.T) {
+		flow := startFlowServer(t, 500, `{"error":"boom"}`)
+		h, logs := start(t, flow.URL, "post-function", false)
+		resp, body := e2eOrder(t, h)
+		wantE2EDenied(t, resp, body)
+		if got := luaLogs(logs); len(got) != 0 {
+			t.Errorf("the chunk ran after flow-callout answered: %v", got)
+		}
+	})
+	t.Run("pre-function runs before flow-callout", func(t *testing.T) {
+		flow := startFlowServer(t, 200, `{"allowed":true}`)
+		h, _ := start(t, flow.URL, "pre-function", false)
+		resp, body := h.Do(t, h.Request(t, "POST", "/api/orders/42", e2eOrderBody, "X-Request-ID", "rid-pre"))
+		wantStatus(t, resp, body, 500)
+		var m map[string]string
+		if err := json.Unmarshal(body, &m); err != nil || m["request_id"] != "rid-pre" || m["message"] == "" {
+			t.Errorf("body %s (err %v), want sidecall's JSON 500", body, err)
+		}
+		if n := flow.count(); n != 0 {
+			t.Errorf("flow called %d times after the pre-function failed", n)
+		}
+	})
 }

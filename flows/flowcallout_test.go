@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"gopkg.in/yaml.v3"
 )
 
@@ -214,7 +217,9 @@ func wantDenied(t *testing.T, x *Exchange, status int, body string) {
 	}
 }
 
-const deniedBody = `{"message":"Access denied by security flow."}`
+// deniedBody is the seed's on_flow_error_body as sidecall's error body,
+// with mainExchange's request id (spec §4).
+const deniedBody = `{"message":"Access denied by security flow.","request_id":"req-1"}`
 
 func TestFlowCalloutSeedAllowed(t *testing.T) {
 	fs := newFlowServer(t, 200, `{"allowed":true,"user":"ann"}`)
@@ -474,8 +479,8 @@ services:
 	// Inner failure denies the outer flow, which denies the client (500 default).
 	b.Close()
 	x = runMain(t, loadFlows(t, cfg), "orders")
-	wantDenied(t, x, 500, `{"message":"Shared Flow execution failed."}`)
-	if got := storedResult(t, x, "a_result"); got["status"] != 500 || got["body"] != `{"message":"Shared Flow execution failed."}` {
+	wantDenied(t, x, 500, `{"message":"Shared Flow execution failed.","request_id":"req-1"}`)
+	if got := storedResult(t, x, "a_result"); got["status"] != 500 || got["body"] != `{"message":"Shared Flow execution failed.","request_id":"req-1"}` {
 		t.Errorf("a_result = %#v", got)
 	}
 }
@@ -595,14 +600,27 @@ func TestFlowCalloutErrorBodyJSON(t *testing.T) {
 	cfg := strings.Replace(seedConfig(fs.URL, ""), "on_flow_error_body: Access denied by security flow.", `on_flow_error_body: '{"code":"DENIED"}'`, 1)
 	wantDenied(t, runMain(t, loadFlows(t, cfg), "orders"), 403, `{"code":"DENIED"}`)
 	for in, want := range map[string]string{
-		`42`:          `{"message":"42"}`,
+		`42`:          `{"message":"42","request_id":"req-1"}`,
 		`[1,2]`:       `[1,2]`,
-		`{broken`:     `{"message":"{broken"}`,
-		`say "hi" <>`: `{"message":"say \"hi\" \u003c\u003e"}`,
+		` {"a": 1} `:  ` {"a": 1} `, // as written, spaces included
+		`{broken`:     `{"message":"{broken","request_id":"req-1"}`,
+		`say "hi" <>`: `{"message":"say \"hi\" \u003c\u003e","request_id":"req-1"}`,
+		``:            `{"message":"","request_id":"req-1"}`,
 	} {
-		if got := string(errorBody(in)); got != want {
-			t.Errorf("errorBody(%q) = %s, want %s", in, got, want)
+		p := &flowCallout{errBody: userErrorBody(in), errMsg: in}
+		x := NewExchange("req-1", Request{}, nil)
+		if got := string(p.errorReply(x)); got != want {
+			t.Errorf("on_flow_error_body %q: body %s, want %s", in, got, want)
 		}
+	}
+
+	// No request id from Envoy: one is generated, as the processor's own
+	// errors do, and kept for the rest of the request.
+	p := &flowCallout{errMsg: "nope"}
+	x := NewExchange("", Request{}, nil)
+	var m map[string]string
+	if err := json.Unmarshal(p.errorReply(x), &m); err != nil || m["message"] != "nope" || len(m["request_id"]) != 36 || m["request_id"] != x.ID {
+		t.Errorf("body %v (err %v), exchange id %q: want a generated request_id kept on the exchange", m, err, x.ID)
 	}
 }
 
@@ -852,5 +870,37 @@ func TestFlowCalloutWithServerless(t *testing.T) {
 	h := x.Request.Headers
 	if h.Get("x-user") != "ann" || h.Get("x-flow-status") != "200" || h.Get("x-flow-saw") != "c1" {
 		t.Errorf("post-function saw x-user=%q x-flow-status=%q x-flow-saw=%q", h.Get("x-user"), h.Get("x-flow-status"), h.Get("x-flow-saw"))
+	}
+}
+
+// ca_certificates and tls_verify_depth are not applied to a verified flow
+// service: the load says so (once per flow-callout), and says nothing when
+// the service is not verified or sets neither.
+func TestFlowCalloutTLSOptionsWarn(t *testing.T) {
+	for _, c := range []struct {
+		name, extra string
+		warn        bool
+	}{
+		{"ca_certificates", "    ca_certificates: [4e3ad2e4-0bc4-4638-8e34-c84a417ba39b]\n", true},
+		{"tls_verify_depth", "    tls_verify_depth: 2\n", true},
+		{"both, tls_verify true", "    tls_verify: true\n    tls_verify_depth: 2\n    ca_certificates: [a]\n", true},
+		{"tls_verify false", "    tls_verify: false\n    tls_verify_depth: 2\n    ca_certificates: [a]\n", false},
+		{"neither", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			cfg := strings.Replace(seedConfig("https://127.0.0.1:1", ""), "    retries: 2\n", "    retries: 2\n"+c.extra, 1)
+			res := NewResources()
+			defer res.Close()
+			s, err := Load("kong.yml", []byte(cfg), LoadOptions{Registry: flowRegistry(), Resources: res, Log: zap.New(core)})
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			defer s.Close()
+			n := logs.FilterMessageSnippet("ca_certificates and tls_verify_depth are not applied").Len()
+			if c.warn && n != 1 || !c.warn && n != 0 {
+				t.Errorf("%d warnings, want warned=%v; all: %v", n, c.warn, logs.All())
+			}
+		})
 	}
 }
