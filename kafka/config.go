@@ -28,12 +28,16 @@ type Authentication struct {
 	Tokenauth *bool  `yaml:"tokenauth"`
 }
 
-// Security is Kong's security block.
+// Security is Kong's security block. ssl_verify defaults to true
+// (contract §6: TLS with verification by default; Kong's default since 3.14).
 type Security struct {
 	SSL           bool   `yaml:"ssl"`
-	SSLVerify     bool   `yaml:"ssl_verify"`
+	SSLVerify     *bool  `yaml:"ssl_verify"`
 	CertificateID string `yaml:"certificate_id"`
 }
+
+// verify tells whether the broker certificates are verified.
+func (s *Security) verify() bool { return s.SSLVerify == nil || *s.SSLVerify }
 
 // conn holds the settings that identify a broker connection.
 type conn struct {
@@ -202,7 +206,7 @@ func connKey(addrs []string, c *conn) string {
 		k += "|sasl=" + a.Mechanism + ":" + a.User + ":" + a.Password
 	}
 	if sec := c.Security; sec != nil && sec.SSL {
-		k += "|tls=" + strconv.FormatBool(sec.SSLVerify)
+		k += "|tls=" + strconv.FormatBool(sec.verify())
 	}
 	return k
 }
@@ -239,7 +243,7 @@ func saramaConfig(c *conn) *sarama.Config {
 	}
 	if s := c.Security; s != nil && s.SSL {
 		cfg.Net.TLS.Enable = true
-		cfg.Net.TLS.Config = &tls.Config{InsecureSkipVerify: !s.SSLVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // Kong's ssl_verify=false
+		cfg.Net.TLS.Config = &tls.Config{InsecureSkipVerify: !s.verify(), MinVersion: tls.VersionTLS12} //nolint:gosec // only with ssl_verify: false
 	}
 	return cfg
 }

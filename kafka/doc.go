@@ -50,8 +50,10 @@
 //     unused; producer_request_limits_messages_per_request caps a batch.
 //   - compression (none, gzip, snappy, lz4, zstd) and max_message_bytes are
 //     ours; timeout (ms, default 10000) is Kong's socket timeout.
-//   - Security: ssl enables TLS with verification unless ssl_verify is
-//     false; certificate_id (mTLS) is ignored with a warning;
+//   - Security: ssl enables TLS; ssl_verify defaults to true (the
+//     contract's "verification by default", Kong's default since 3.14) and
+//     verifies against the system roots; ssl_verify: false skips it.
+//     certificate_id (mTLS) is ignored with a warning;
 //     authentication.tokenauth is rejected. SCRAM is implemented here
 //     (RFC 5802, no channel binding) so no SCRAM module is needed.
 //   - Record key: the correlation ID, or the value of the request header
@@ -59,10 +61,15 @@
 //
 // # Envelope (proto/sidecall/kafka/v1/envelope.proto)
 //
-// json: protojson with snake_case names; a body that is valid UTF-8 is
-// written as body_text, any other body as body (base64). protobuf: binary,
-// always body. Readers accept both fields. The deadline is an RFC 3339
-// timestamp in JSON. Request record headers always carry the correlation
+// json: protojson with snake_case names, except body (contract §6, Kong
+// kafka-upstream's convention): a body that is valid UTF-8 is written as
+// the text itself in body, any other body as base64 in body with
+// "body_base64": true; an empty body is left out. Readers take body as
+// text unless body_base64 is true (a non-string body is taken as its JSON
+// text), still accept body_text from older writers, and accept headers as
+// protojson's [{"name","value"}] list or as an object of name to a string
+// or list of strings. protobuf: binary, always the raw bytes in body. The
+// deadline is an RFC 3339 timestamp in JSON. Request record headers always carry the correlation
 // ID, the reply topic and, when pinned, the reply partition as a 4-byte
 // big-endian int (Spring); readers also accept a decimal string.
 //

@@ -334,7 +334,7 @@ func TestE2ERequestReply(t *testing.T) {
 		t.Fatalf("envelope is not JSON: %v: %s", err, m.Value)
 	}
 	for k, want := range map[string]any{"correlation_id": cid, "reply_topic": "replies", "method": "POST",
-		"path": "/rr/orders", "query": "n=1", "body_text": "hello kafka"} {
+		"path": "/rr/orders", "query": "n=1", "body": "hello kafka"} {
 		if env[k] != want {
 			t.Errorf("envelope %s = %v, want %v (%s)", k, env[k], want, m.Value)
 		}
@@ -442,7 +442,7 @@ func TestE2EKcat(t *testing.T) {
 	}
 	cid, _ := env["correlation_id"].(string)
 	if cid == "" || key != cid || env["method"] != "PUT" || env["path"] != "/rr/kcat" || env["query"] != "z=1" ||
-		env["body_text"] != "ping" || env["reply_topic"] != "replies" {
+		env["body"] != "ping" || env["body_base64"] != nil || env["reply_topic"] != "replies" {
 		t.Fatalf("kcat read:\n%s", out)
 	}
 	for _, want := range []string{"kafka_correlationId=" + cid, "kafka_replyTopic=replies"} {
@@ -451,13 +451,13 @@ func TestE2EKcat(t *testing.T) {
 		}
 	}
 	prod := exec.CommandContext(ctx, kcat, "-P", "-b", addr, "-t", "replies", "-H", "kafka_correlationId="+cid)
-	prod.Stdin = bytes.NewBufferString(`{"status":202,"headers":[{"name":"x-from","value":"kcat"}],"body_text":"pong"}` + "\n")
+	prod.Stdin = bytes.NewBufferString(`{"status":202,"headers":{"x-from":"kcat"},"body":"pong world","correlation_id":"` + cid + `"}` + "\n")
 	if out, err := prod.CombinedOutput(); err != nil {
 		t.Fatalf("kcat -P: %v\n%s", err, out)
 	}
 	select {
 	case a := <-got:
-		if a.err != nil || a.status != 202 || string(a.body) != "pong" || a.header.Get("x-from") != "kcat" {
+		if a.err != nil || a.status != 202 || string(a.body) != "pong world" || a.header.Get("x-from") != "kcat" {
 			t.Fatalf("client got %v %d %v %q", a.err, a.status, a.header, a.body)
 		}
 	case <-ctx.Done():
@@ -587,7 +587,7 @@ func TestE2ENoReplyAndLateReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	if _, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: "replies", Value: sarama.StringEncoder(`{"status":200,"body_text":"too late"}`),
+	if _, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: "replies", Value: sarama.StringEncoder(`{"status":200,"body":"too late"}`),
 		Headers: []sarama.RecordHeader{{Key: []byte("kafka_correlationId"), Value: []byte("late-e2e-1")}}}); err != nil {
 		t.Fatal(err)
 	}

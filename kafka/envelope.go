@@ -1,9 +1,13 @@
 package kafka
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,7 +26,9 @@ import (
 type Format int
 
 const (
-	// FormatJSON is protojson with the proto (snake_case) field names.
+	// FormatJSON is protojson with the proto (snake_case) field names,
+	// except body: the text itself when it is valid UTF-8, else base64 with
+	// "body_base64": true (see marshalJSON).
 	FormatJSON Format = iota
 	// FormatProtobuf is the binary protobuf encoding.
 	FormatProtobuf
@@ -105,8 +111,8 @@ func EncodeRequest(f Format, n HeaderNames, req *kafkav1.Request) ([]byte, []sar
 		return v, hs, err
 	default:
 		m := proto.Clone(req).(*kafkav1.Request)
-		m.Body, m.BodyText = splitBody(requestBody(req))
-		v, err := jsonOut.Marshal(m)
+		m.Body, m.BodyText = nil, ""
+		v, err := marshalJSON(m, requestBody(req))
 		return v, hs, err
 	}
 }
@@ -146,7 +152,7 @@ func DecodeRequest(f Format, n HeaderNames, value []byte, headers []*sarama.Reco
 			return nil, fmt.Errorf("%w: protobuf request: %w", errMalformed, err)
 		}
 	default:
-		if err := jsonIn.Unmarshal(value, req); err != nil {
+		if err := unmarshalJSON(value, req, &req.Headers, &req.Body, &req.BodyText); err != nil {
 			return nil, fmt.Errorf("%w: json request: %w", errMalformed, err)
 		}
 	}
@@ -189,8 +195,8 @@ func EncodeReply(f Format, n HeaderNames, rep *kafkav1.Reply) ([]byte, []sarama.
 		return v, hs, err
 	default:
 		m := proto.Clone(rep).(*kafkav1.Reply)
-		m.Body, m.BodyText = splitBody(replyBody(rep))
-		v, err := jsonOut.Marshal(m)
+		m.Body, m.BodyText = nil, ""
+		v, err := marshalJSON(m, replyBody(rep))
 		return v, hs, err
 	}
 }
@@ -230,7 +236,7 @@ func DecodeReply(f Format, n HeaderNames, value []byte, headers []*sarama.Record
 			return nil, fmt.Errorf("%w: protobuf reply: %w", errMalformed, err)
 		}
 	default:
-		if err := jsonIn.Unmarshal(value, rep); err != nil {
+		if err := unmarshalJSON(value, rep, &rep.Headers, &rep.Body, &rep.BodyText); err != nil {
 			return nil, fmt.Errorf("%w: json reply: %w", errMalformed, err)
 		}
 	}
@@ -267,13 +273,20 @@ func replyCorrelation(name string, value []byte, headers []*sarama.RecordHeader)
 	if len(value) == 0 {
 		return ""
 	}
-	rep := &kafkav1.Reply{}
 	if value[0] == '{' {
-		if jsonIn.Unmarshal(value, rep) == nil {
-			return rep.GetCorrelationId()
+		// Only the ID: a matched reply that does not decode is then a
+		// quick 502 for its request rather than a timeout.
+		var env struct {
+			Proto string `json:"correlation_id"`
+			JSON  string `json:"correlationId"`
 		}
-		return ""
+		_ = json.Unmarshal(value, &env) // a syntax error leaves both empty
+		if env.Proto != "" {
+			return env.Proto
+		}
+		return env.JSON
 	}
+	rep := &kafkav1.Reply{}
 	if proto.Unmarshal(value, rep) == nil && utf8.ValidString(rep.GetCorrelationId()) {
 		return rep.GetCorrelationId()
 	}
@@ -324,16 +337,6 @@ func rh(k, v string) sarama.RecordHeader {
 	return sarama.RecordHeader{Key: []byte(k), Value: []byte(v)}
 }
 
-func splitBody(b []byte) ([]byte, string) {
-	if len(b) == 0 {
-		return nil, ""
-	}
-	if utf8.Valid(b) {
-		return nil, string(b)
-	}
-	return b, ""
-}
-
 func requestBody(r *kafkav1.Request) []byte {
 	if r.GetBodyText() != "" {
 		return []byte(r.GetBodyText())
@@ -362,3 +365,192 @@ func RequestBodyOf(r *kafkav1.Request) []byte { return requestBody(r) }
 
 // ReplyBodyOf returns a reply's body whichever field carries it.
 func ReplyBodyOf(r *kafkav1.Reply) []byte { return replyBody(r) }
+
+// marshalJSON writes m (whose body fields are empty) with protojson and
+// adds the body as the contract has it: "body" is the text itself when
+// body is valid UTF-8, else its standard base64 with "body_base64": true
+// (Kong kafka-upstream's convention). An empty body is left out.
+func marshalJSON(m proto.Message, body []byte) ([]byte, error) {
+	v, err := jsonOut.Marshal(m)
+	if err != nil || len(body) == 0 {
+		return v, err
+	}
+	v = bytes.TrimRight(v, " \t\r\n")
+	if len(v) < 2 || v[0] != '{' || v[len(v)-1] != '}' {
+		return nil, fmt.Errorf("protojson wrote %q, not an object", v)
+	}
+	v = v[:len(v)-1]
+	if len(bytes.TrimSpace(v[1:])) > 0 {
+		v = append(v, ',')
+	}
+	v = append(v, `"body":`...)
+	if utf8.Valid(body) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(string(body)); err != nil {
+			return nil, err
+		}
+		v = append(v, bytes.TrimRight(buf.Bytes(), "\n")...)
+	} else {
+		v = append(v, '"')
+		v = base64.StdEncoding.AppendEncode(v, body)
+		v = append(v, `","body_base64":true`...)
+	}
+	return append(v, '}'), nil
+}
+
+// unmarshalJSON reads a JSON envelope into m. protojson reads every field
+// but these, which are read by hand:
+//   - body: text unless body_base64 is true, then base64 (standard or
+//     URL-safe, padded or not). A body that is not a JSON string (an
+//     object, say) is taken as its JSON text.
+//   - body_text (older writers): the body as text; it wins over body.
+//   - headers: protojson's list of {"name", "value"}, or an object of name
+//     to a string or a list of strings (Kong's style), names sorted.
+func unmarshalJSON(value []byte, m proto.Message, headers *[]*kafkav1.Header, body *[]byte, bodyText *string) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(value, &fields); err != nil {
+		return err
+	}
+	if fields == nil {
+		return errors.New("not a JSON object")
+	}
+	changed := false
+	take := func(k string) (json.RawMessage, bool) {
+		raw, ok := fields[k]
+		if ok {
+			delete(fields, k)
+			changed = true
+		}
+		return raw, ok
+	}
+	b64 := false
+	for _, k := range []string{"body_base64", "bodyBase64"} {
+		if raw, ok := take(k); ok {
+			var f *bool
+			if err := json.Unmarshal(raw, &f); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			b64 = b64 || f != nil && *f
+		}
+	}
+	rawBody, hasBody := take("body")
+	var rawText json.RawMessage
+	for _, k := range []string{"body_text", "bodyText"} {
+		if raw, ok := take(k); ok {
+			rawText = raw
+		}
+	}
+	var objHeaders []*kafkav1.Header
+	if raw, ok := fields["headers"]; ok && bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+		take("headers")
+		var err error
+		if objHeaders, err = headerObject(raw); err != nil {
+			return fmt.Errorf("headers: %w", err)
+		}
+	}
+	rest := value
+	if changed {
+		var err error
+		if rest, err = json.Marshal(fields); err != nil {
+			return err
+		}
+	}
+	if err := jsonIn.Unmarshal(rest, m); err != nil {
+		return err
+	}
+	if objHeaders != nil {
+		*headers = objHeaders
+	}
+	*body, *bodyText = nil, ""
+	if hasBody {
+		b, err := jsonBody(rawBody, b64)
+		if err != nil {
+			return err
+		}
+		*body = b
+	}
+	if rawText != nil {
+		var t *string
+		if err := json.Unmarshal(rawText, &t); err != nil {
+			return fmt.Errorf("body_text: %w", err)
+		}
+		if t != nil && *t != "" {
+			*body = []byte(*t)
+		}
+	}
+	return nil
+}
+
+// jsonBody reads the body field.
+func jsonBody(raw json.RawMessage, b64 bool) ([]byte, error) {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case bytes.Equal(raw, []byte("null")):
+		return nil, nil
+	case len(raw) > 0 && raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("body: %w", err)
+		}
+		if !b64 {
+			return []byte(s), nil
+		}
+		enc := base64.StdEncoding
+		if strings.ContainsAny(s, "-_") {
+			enc = base64.URLEncoding
+		}
+		if len(s)%4 != 0 {
+			enc = enc.WithPadding(base64.NoPadding)
+		}
+		b, err := enc.DecodeString(s)
+		if err != nil {
+			return nil, fmt.Errorf("body is not base64 though body_base64 is true: %w", err)
+		}
+		return b, nil
+	case b64:
+		return nil, errors.New("body must be a base64 string when body_base64 is true")
+	default:
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			return nil, fmt.Errorf("body: %w", err)
+		}
+		return buf.Bytes(), nil
+	}
+}
+
+// headerObject reads headers written as a JSON object: name to a string or
+// a list of strings (null: none). Names are sorted; values keep their order.
+func headerObject(raw json.RawMessage) ([]*kafkav1.Header, error) {
+	var hm map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &hm); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(hm))
+	for n := range hm {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	hs := []*kafkav1.Header{}
+	for _, n := range names {
+		var vs []string
+		if v := bytes.TrimSpace(hm[n]); bytes.HasPrefix(v, []byte("[")) {
+			if err := json.Unmarshal(v, &vs); err != nil {
+				return nil, fmt.Errorf("%q: %w", n, err)
+			}
+		} else {
+			var s *string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return nil, fmt.Errorf("%q: %w", n, err)
+			}
+			if s != nil {
+				vs = []string{*s}
+			}
+		}
+		for _, s := range vs {
+			hs = append(hs, &kafkav1.Header{Name: n, Value: s})
+		}
+	}
+	return hs, nil
+}

@@ -96,10 +96,17 @@ func rrConfig(addr, extra string) string {
 // startResponder runs a Responder until the test ends.
 func startResponder(t *testing.T, addr string, f Format, h Handler) {
 	t.Helper()
+	startResponderConn(t, addr, f, h, nil)
+}
+
+// startResponderConn is startResponder with broker connection settings
+// (SASL, TLS); c nil is a plain connection.
+func startResponderConn(t *testing.T, addr string, f Format, h Handler, c *conn) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	r := &Responder{Brokers: []string{addr}, Topic: "requests", Format: f, Handler: h}
+	r := &Responder{Brokers: []string{addr}, Topic: "requests", Format: f, Handler: h, conn: c}
 	go func() { done <- r.Run(ctx, func() { close(ready) }) }()
 	t.Cleanup(func() {
 		cancel()

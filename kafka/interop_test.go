@@ -3,7 +3,16 @@ package kafka
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -40,13 +49,13 @@ func TestKcatInterop(t *testing.T) {
 		t.Fatalf("kcat -C: %v\n%s", err, out)
 	}
 	s := string(out)
-	for _, want := range []string{"key=kcat-42", "kafka_correlationId=kcat-42", "kafka_replyTopic=replies", `"correlation_id":"kcat-42"`, `"body_text":"ping"`, `"path":"/kcat"`} {
+	for _, want := range []string{"key=kcat-42", "kafka_correlationId=kcat-42", "kafka_replyTopic=replies", `"correlation_id":"kcat-42"`, `"body":"ping"`, `"path":"/kcat"`} {
 		if !strings.Contains(strings.ReplaceAll(s, " ", ""), want) {
 			t.Errorf("kcat read %q, lacks %q", s, want)
 		}
 	}
 	prod := exec.CommandContext(ctx, kcat, "-P", "-b", addr, "-t", "replies", "-H", "kafka_correlationId=kcat-42")
-	prod.Stdin = bytes.NewBufferString(`{"status":202,"headers":[{"name":"x-from","value":"kcat"}],"body_text":"pong"}` + "\n")
+	prod.Stdin = bytes.NewBufferString(`{"status":202,"headers":[{"name":"x-from","value":"kcat"}],"body":"pong"}` + "\n")
 	if out, err := prod.CombinedOutput(); err != nil {
 		t.Fatalf("kcat -P: %v\n%s", err, out)
 	}
@@ -88,6 +97,115 @@ func TestSASL(t *testing.T) {
 			x = exchange("POST", "/", "", []byte("x"))
 			if err := access(t, p, x); err != nil || x.Reply.Status != 502 {
 				t.Fatalf("wrong password: got %v %+v", err, x.Reply)
+			}
+			saslRequestReply(t, addr, mech)
+		})
+	}
+}
+
+// saslRequestReply: the request-reply producer and reply consumer
+// authenticate with mech and get a reply; a wrong password is not ready (503).
+func saslRequestReply(t *testing.T, addr, mech string) {
+	t.Run("request-reply", func(t *testing.T) {
+		auth := &Authentication{Strategy: "sasl", Mechanism: mech, User: "alice", Password: "s3cret"}
+		startResponderConn(t, addr, FormatJSON, echo, &conn{Timeout: 5000, Authentication: auth})
+		res := newResources(t)
+		p := build(t, res, "kafka-request-reply", rrConfig(addr, fmt.Sprintf("timeout: 2000\nauthentication: {strategy: sasl, mechanism: %s, user: alice, password: s3cret}", mech)))
+		waitReady(t, res)
+		x := exchange("POST", "/sasl", "", []byte("over "+mech))
+		if err := access(t, p, x); err != nil || x.Reply.Status != 201 || string(x.Reply.Body) != "over "+mech {
+			t.Fatalf("got %v %+v", err, x.Reply)
+		}
+		bad := newResources(t)
+		p = build(t, bad, "kafka-request-reply", rrConfig(addr, fmt.Sprintf("timeout: 2000\nauthentication: {strategy: sasl, mechanism: %s, user: alice, password: wrong}", mech)))
+		time.Sleep(300 * time.Millisecond)
+		if Ready(bad) {
+			t.Fatal("ready with a wrong password")
+		}
+		if st := httpStatus(t, access(t, p, exchange("POST", "/", "", []byte("x")))); st != 503 {
+			t.Fatalf("wrong password: status %d, want 503", st)
+		}
+	})
+}
+
+// selfSigned returns a TLS server config with a fresh self-signed
+// certificate for 127.0.0.1.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "kfake test broker"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+}
+
+// TestTLS: with security.ssl the broker certificate is verified by default
+// (contract §6), so a self-signed broker is refused: not ready, 503 for
+// kafka-request-reply and 502 for kafka-upstream. ssl_verify: false works
+// end to end.
+func TestTLS(t *testing.T) {
+	_, addr := newCluster(t, kfake.TLS(selfSigned(t)))
+	h, port := hostPort(t, addr)
+	plain := fmt.Sprintf("bootstrap_servers: [{host: %s, port: %s}]\ntopic: requests\ntimeout: 2000\n", h, port)
+
+	// The default client config verifies, and the certificate is the reason.
+	cfg := saramaConfig(&conn{Timeout: 2000, Security: &Security{SSL: true}})
+	if !cfg.Net.TLS.Enable || cfg.Net.TLS.Config.InsecureSkipVerify {
+		t.Errorf("ssl without ssl_verify must verify: tls %v, InsecureSkipVerify %v", cfg.Net.TLS.Enable, cfg.Net.TLS.Config.InsecureSkipVerify)
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: cfg.Net.TLS.Config}
+	if c, err := d.DialContext(context.Background(), "tcp", addr); err == nil {
+		c.Close()
+		t.Error("TLS handshake with a self-signed broker succeeded with verification on")
+	} else if !errors.As(err, new(x509.UnknownAuthorityError)) {
+		t.Errorf("handshake error %v, want an unknown authority", err)
+	}
+
+	t.Run("ssl_verify false", func(t *testing.T) {
+		startResponderConn(t, addr, FormatJSON, echo, &conn{Timeout: 5000, Security: &Security{SSL: true, SSLVerify: new(false)}})
+		res := newResources(t)
+		rr := build(t, res, "kafka-request-reply", plain+"reply_topic: replies\nsecurity: {ssl: true, ssl_verify: false}")
+		up := build(t, res, "kafka-upstream", plain+"producer_async: false\nsecurity: {ssl: true, ssl_verify: false}")
+		waitReady(t, res)
+		x := exchange("POST", "/tls", "", []byte("secret"))
+		if err := access(t, rr, x); err != nil || x.Reply.Status != 201 || string(x.Reply.Body) != "secret" {
+			t.Fatalf("request-reply: %v %+v", err, x.Reply)
+		}
+		x = exchange("POST", "/tls", "", []byte("event"))
+		if err := access(t, up, x); err != nil || x.Reply.Status != 200 {
+			t.Fatalf("upstream: %v %+v", err, x.Reply)
+		}
+	})
+
+	for _, sec := range []string{"{ssl: true}", "{ssl: true, ssl_verify: true}"} {
+		t.Run(sec, func(t *testing.T) {
+			res := newResources(t)
+			rr := build(t, res, "kafka-request-reply", plain+"reply_topic: replies\nsecurity: "+sec)
+			up := build(t, res, "kafka-upstream", plain+"producer_async: false\nsecurity: "+sec)
+			time.Sleep(500 * time.Millisecond)
+			if Ready(res) {
+				t.Fatal("ready with an untrusted broker certificate")
+			}
+			if st := httpStatus(t, access(t, rr, exchange("POST", "/", "", []byte("x")))); st != 503 {
+				t.Errorf("request-reply: status %d, want 503", st)
+			}
+			x := exchange("POST", "/", "", []byte("x"))
+			if err := access(t, up, x); err != nil || x.Reply.Status != 502 {
+				t.Errorf("upstream: %v %+v, want 502", err, x.Reply)
 			}
 		})
 	}

@@ -3,9 +3,11 @@ package kafka
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -92,7 +94,7 @@ func TestRequestRecord(t *testing.T) {
 		t.Errorf("reply partition header = %v", v)
 	}
 	s := string(m.Value)
-	for _, want := range []string{`"correlation_id":"abc-123"`, `"method":"PUT"`, `"path":"/a"`, `"query":"q=1"`, `"body_text":"{\"k\":\"v\"}"`, `"reply_topic":"replies"`, `"reply_partition":2`, `"deadline":"`} {
+	for _, want := range []string{`"correlation_id":"abc-123"`, `"method":"PUT"`, `"path":"/a"`, `"query":"q=1"`, `"body":"{\"k\":\"v\"}"`, `"reply_topic":"replies"`, `"reply_partition":2`, `"deadline":"`} {
 		if !strings.Contains(strings.ReplaceAll(s, " ", ""), want) {
 			t.Errorf("envelope %s lacks %s", s, want)
 		}
@@ -424,5 +426,181 @@ func TestReplyPartitionPinning(t *testing.T) {
 	}
 	if st := httpStatus(t, <-done); st != 504 {
 		t.Fatalf("status %d, want 504", st)
+	}
+}
+
+// TestRequestRecordOptions checks the record options of kafka-request-reply
+// against what reaches the broker, and the replies they lead to.
+func TestRequestRecordOptions(t *testing.T) {
+	_, addr := newCluster(t)
+	prod := testProducer(t, addr)
+	// reply sends a reply record to partition 1 of replies; "{id}" in the
+	// value and header values is the request's correlation ID.
+	reply := func(value string, hs ...string) func(t *testing.T, id string) {
+		return func(t *testing.T, id string) {
+			m := &sarama.ProducerMessage{Topic: "replies", Partition: 1, Value: sarama.StringEncoder(strings.ReplaceAll(value, "{id}", id))}
+			for i := 0; i+1 < len(hs); i += 2 {
+				m.Headers = append(m.Headers, rh(hs[i], strings.ReplaceAll(hs[i+1], "{id}", id)))
+			}
+			if _, _, err := prod.SendMessage(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	envelope := func(t *testing.T, m *sarama.ConsumerMessage) map[string]any {
+		t.Helper()
+		var env map[string]any
+		if err := json.Unmarshal(m.Value, &env); err != nil {
+			t.Fatalf("envelope is not JSON: %v: %s", err, m.Value)
+		}
+		return env
+	}
+	fields := func(absent []string, present ...string) func(t *testing.T, m *sarama.ConsumerMessage, id string) {
+		return func(t *testing.T, m *sarama.ConsumerMessage, id string) {
+			env := envelope(t, m)
+			for _, k := range absent {
+				if _, ok := env[k]; ok {
+					t.Errorf("envelope has %s: %s", k, m.Value)
+				}
+			}
+			for _, k := range present {
+				if _, ok := env[k]; !ok {
+					t.Errorf("envelope lacks %s: %s", k, m.Value)
+				}
+			}
+		}
+	}
+	all := []string{"method", "path", "query", "headers", "body"}
+	without := func(drop ...string) []string {
+		return slices.DeleteFunc(slices.Clone(all), func(s string) bool { return slices.Contains(drop, s) })
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     string
+		topic   string   // default requests
+		headers []string // extra request headers
+		body    []byte
+		reply   func(t *testing.T, id string) // sent once the request record is out; nil: none
+		status  int
+		body2   string                                                   // the client's body when status is 200
+		record  func(t *testing.T, m *sarama.ConsumerMessage, id string) // nil: no record may be produced
+	}{
+		{name: "all forwarded", status: 504, record: fields(nil, all...)},
+		{name: "forward_method false", cfg: "forward_method: false", status: 504, record: fields([]string{"method"}, without("method")...)},
+		{name: "forward_uri false", cfg: "forward_uri: false", status: 504, record: fields([]string{"path", "query"}, without("path", "query")...)},
+		{name: "forward_headers false", cfg: "forward_headers: false", status: 504, record: fields([]string{"headers"}, without("headers")...)},
+		{name: "forward_body false", cfg: "forward_body: false", status: 504, record: fields([]string{"body", "body_base64", "body_text"}, without("body")...)},
+		{name: "binary body", body: []byte{0, 0xff, 1}, status: 504, record: func(t *testing.T, m *sarama.ConsumerMessage, _ string) {
+			if env := envelope(t, m); env["body"] != "AP8B" || env["body_base64"] != true {
+				t.Errorf("binary body: %s", m.Value)
+			}
+		}},
+		{name: "key from a header", cfg: "key: x-user", headers: []string{"x-user", "user-7"}, status: 504, record: func(t *testing.T, m *sarama.ConsumerMessage, _ string) {
+			if string(m.Key) != "user-7" {
+				t.Errorf("key %q, want user-7", m.Key)
+			}
+		}},
+		{name: "key header absent", cfg: "key: x-user", status: 504, record: func(t *testing.T, m *sarama.ConsumerMessage, _ string) {
+			if m.Key != nil {
+				t.Errorf("key %q, want none", m.Key)
+			}
+		}},
+		{name: "renamed record headers", cfg: "correlation_header: x-corr\nreply_topic_header: x-rt\nreply_partition_header: x-rp\nreply_partition: 1",
+			reply: reply(`{"status":200,"body":"pong"}`, "x-corr", "{id}"), status: 200, body2: "pong",
+			record: func(t *testing.T, m *sarama.ConsumerMessage, id string) {
+				if v := headerValue(m.Headers, "x-corr"); string(v) != id {
+					t.Errorf("x-corr = %q, want %q", v, id)
+				}
+				if v := headerValue(m.Headers, "x-rt"); string(v) != "replies" {
+					t.Errorf("x-rt = %q", v)
+				}
+				if v := headerValue(m.Headers, "x-rp"); !bytes.Equal(v, []byte{0, 0, 0, 1}) {
+					t.Errorf("x-rp = %v", v)
+				}
+				for _, h := range []string{DefaultHeaderNames.Correlation, DefaultHeaderNames.ReplyTopic, DefaultHeaderNames.ReplyPartition} {
+					if headerValue(m.Headers, h) != nil {
+						t.Errorf("record still has %s", h)
+					}
+				}
+			}},
+		{name: "default header name ignored once renamed", cfg: "correlation_header: x-corr\nreply_timeout: 500",
+			reply: reply(`{"status":200,"body":"wrong"}`, "kafka_correlationId", "{id}"), status: 504, record: fields(nil, all...)},
+		{name: "reply matched by envelope correlation_id", reply: reply(`{"status":200,"headers":{"x-r":"1"},"body":"pong world","correlation_id":"{id}"}`),
+			status: 200, body2: "pong world", record: fields(nil, all...)},
+		{name: "record over max_message_bytes", cfg: "max_message_bytes: 200", body: bytes.Repeat([]byte("x"), 500), status: 502},
+		{name: "missing topic", topic: "no-such-topic", status: 502},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "opt-" + strings.ReplaceAll(tc.name, " ", "-")
+			cfg := "correlation_id_header: x-cid\n" + tc.cfg
+			switch {
+			case strings.Contains(tc.cfg, "reply_timeout"):
+			case tc.reply == nil && tc.status == 504:
+				cfg += "\nreply_timeout: 300"
+			default:
+				cfg += "\nreply_timeout: 5000"
+			}
+			cfg = rrConfig(addr, cfg)
+			if tc.topic != "" {
+				cfg = strings.Replace(cfg, "topic: requests\n", "topic: "+tc.topic+"\n", 1)
+			}
+			res := newResources(t)
+			p := build(t, res, "kafka-request-reply", cfg)
+			waitReady(t, res)
+			got := make(chan *sarama.ConsumerMessage, 1)
+			consumeOne(t, addr, "requests", got)
+			body := tc.body
+			if body == nil {
+				body = []byte("payload")
+			}
+			x := exchange("PATCH", "/opt", "q=1", body, append([]string{"x-cid", id, "content-type", "text/plain"}, tc.headers...)...)
+			done := make(chan error, 1)
+			go func() { done <- access(t, p, x) }()
+			if tc.reply != nil {
+				rc := p.(*requestReply).replies
+				waitFor(t, func() bool { rc.mu.Lock(); defer rc.mu.Unlock(); return rc.waiters[id] != nil })
+				// Wait for the request record, so the reply follows the produce.
+				select {
+				case m := <-got:
+					got <- m
+				case <-time.After(5 * time.Second):
+					t.Fatal("no request record")
+				}
+				tc.reply(t, id)
+			}
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer in 10s")
+			}
+			if tc.status == 200 {
+				if err != nil || x.Reply == nil || x.Reply.Status != 200 || string(x.Reply.Body) != tc.body2 {
+					t.Fatalf("got %v %+v, want 200 %q", err, x.Reply, tc.body2)
+				}
+			} else if st := httpStatus(t, err); st != tc.status || !strings.Contains(err.Error(), id) {
+				t.Fatalf("got %v, want %d with the correlation id", err, tc.status)
+			}
+			if tc.record == nil {
+				select {
+				case m := <-got:
+					t.Fatalf("a record was produced: %s", m.Value)
+				case <-time.After(200 * time.Millisecond):
+				}
+				return
+			}
+			select {
+			case m := <-got:
+				if v := headerValue(m.Headers, "x-corr"); string(headerValue(m.Headers, "kafka_correlationId"))+string(v) != id {
+					t.Errorf("correlation record header %q, want %q", v, id)
+				}
+				if tc.reply == nil && string(m.Key) != id && !strings.Contains(tc.cfg, "key:") {
+					t.Errorf("key %q, want the correlation id %q", m.Key, id)
+				}
+				tc.record(t, m, id)
+			case <-time.After(5 * time.Second):
+				t.Fatal("no request record")
+			}
+		})
 	}
 }

@@ -30,6 +30,8 @@ type Responder struct {
 	Handler     Handler
 	Concurrency int // requests handled at once; default 64
 	Log         *zap.Logger
+
+	conn *conn // broker connection settings (SASL, TLS); nil: plain, 10 s timeout
 }
 
 // Run serves until ctx is done. ready, if not nil, is called once every
@@ -46,7 +48,10 @@ func (r *Responder) Run(ctx context.Context, ready func()) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	c := &conn{Timeout: 10000}
+	c := r.conn
+	if c == nil {
+		c = &conn{Timeout: 10000}
+	}
 	cfg := saramaConfig(c)
 	client, err := sarama.NewClient(r.Brokers, cfg)
 	if err != nil {

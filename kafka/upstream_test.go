@@ -3,10 +3,14 @@ package kafka
 import (
 	"encoding/json"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func TestUpstreamEnvelope(t *testing.T) {
@@ -104,4 +108,94 @@ func TestUpstreamErrors(t *testing.T) {
 		string(x.Reply.Body) != `{"error":"could not send message to topic","message":"Bad Gateway"}` {
 		t.Fatalf("got %v %+v", err, x.Reply)
 	}
+}
+
+// blockProduce holds every produce request in the broker until release is
+// closed (at the end of the test at the latest).
+func blockProduce(t *testing.T, c *kfake.Cluster) (release func(), held *atomic.Int32) {
+	t.Helper()
+	ch := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release) // before the cluster closes: no sleeping control left
+	held = new(atomic.Int32)
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-ch:
+		default:
+			held.Add(1)
+			c.SleepControl(func() { <-ch })
+		}
+		return nil, nil, false // then handled as usual
+	})
+	return release, held
+}
+
+// TestUpstreamAsyncVsSync: with the broker holding produce requests,
+// producer_async true answers 200 at once and the record arrives once the
+// broker answers; producer_async false waits and answers Kong's 502 after
+// the timeout.
+func TestUpstreamAsyncVsSync(t *testing.T) {
+	upstreamConfig := func(addr, extra string) string {
+		cfg := rrConfig(addr, "")
+		return cfg[:len(cfg)-len("reply_topic: replies\n")] + "timeout: 1000\n" + extra
+	}
+	t.Run("async", func(t *testing.T) {
+		c, addr := newCluster(t)
+		res := newResources(t)
+		p := build(t, res, "kafka-upstream", upstreamConfig(addr, "producer_async: true"))
+		waitReady(t, res)
+		got := make(chan *sarama.ConsumerMessage, 1)
+		consumeOne(t, addr, "requests", got)
+		release, held := blockProduce(t, c)
+		start := time.Now()
+		x := exchange("POST", "/async", "", []byte("fire"), "content-type", "text/plain")
+		if err := access(t, p, x); err != nil || x.Reply.Status != 200 || string(x.Reply.Body) != `{"message":"message sent"}` {
+			t.Fatalf("got %v %+v", err, x.Reply)
+		}
+		if el := time.Since(start); el > 500*time.Millisecond {
+			t.Errorf("async answer took %v with the broker blocked", el)
+		}
+		waitFor(t, func() bool { return held.Load() > 0 })
+		select {
+		case m := <-got:
+			t.Fatalf("record delivered while the broker held it: %s", m.Value)
+		case <-time.After(200 * time.Millisecond):
+		}
+		release()
+		select {
+		case m := <-got:
+			var env map[string]any
+			if err := json.Unmarshal(m.Value, &env); err != nil || env["body"] != "fire" {
+				t.Errorf("record %s (%v)", m.Value, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("record never delivered after the broker was released")
+		}
+	})
+	t.Run("sync", func(t *testing.T) {
+		c, addr := newCluster(t)
+		res := newResources(t)
+		p := build(t, res, "kafka-upstream", upstreamConfig(addr, "producer_async: false"))
+		waitReady(t, res)
+		release, held := blockProduce(t, c)
+		start := time.Now()
+		x := exchange("POST", "/sync", "", []byte("wait"))
+		if err := access(t, p, x); err != nil || x.Reply.Status != 502 ||
+			string(x.Reply.Body) != `{"error":"could not send message to topic","message":"Bad Gateway"}` {
+			t.Fatalf("got %v %+v", err, x.Reply)
+		}
+		if el := time.Since(start); el < 900*time.Millisecond || el > 3*time.Second {
+			t.Errorf("sync answer after %v, want the 1s timeout", el)
+		}
+		if held.Load() == 0 {
+			t.Error("the broker never saw the produce request")
+		}
+		release()
+		// Released, the same plugin answers 200 once the broker acks.
+		waitFor(t, func() bool {
+			x := exchange("POST", "/sync", "", []byte("again"))
+			return access(t, p, x) == nil && x.Reply.Status == 200
+		})
+	})
 }
