@@ -1,27 +1,52 @@
 // Package lua is sidecall's gopher-lua sandbox with Kong's PDK subset.
 //
 // Chunks are compiled once (Compile, CompileExpr) and run on pooled states
-// (Sandbox.Run, Sandbox.Eval) with a per-call time limit. The PDK is bound
+// (Sandbox.Run, Sandbox.Eval) with a per-call time limit and instruction
+// budget. The PDK is bound
 // to a Host, which the flows package implements over its Exchange.
 //
 // Choices where the contract is silent:
 //   - Globals: assert, error, next, select, tonumber, tostring, type,
 //     unpack, rawequal, rawget, rawset (not on sandbox tables),
 //     setmetatable, getmetatable, pairs/ipairs (honouring __pairs), pcall and
-//     xpcall (which cannot swallow kong.response.exit or the time limit),
+//     xpcall (which cannot swallow kong.response.exit or the limits),
 //     print (to the logger), string, table, math (no randomseed), kong, ngx,
 //     cjson, and require of "cjson" and "cjson.safe" only. No os, io, debug,
 //     package, coroutine, load*, dofile, getfenv/setfenv, string.dump.
 //   - Library tables are read-only views; globals a chunk sets live in a
 //     per-call table, so nothing leaks between requests on a pooled state.
 //   - Bombs: string.rep, string.format widths, string.gsub, table.concat
-//     and the `..` operator are capped (Options.MaxStringLen; chunks are
-//     compiled with `..` replaced by a call of the capped concatenation,
-//     since one VM instruction could otherwise build any size outside the
-//     time limit), table.insert by MaxTableLen; the call stack is 200
-//     frames; everything else is stopped by the time limit, checked at
-//     every Lua instruction (a table filled by plain assignment reaches
-//     tens of MB in 100 ms).
+//     and the `..` operator are capped per string (Options.MaxStringLen;
+//     chunks are compiled with `..` replaced by a call of the capped
+//     concatenation, since one VM instruction could otherwise build any
+//     size outside the time limit), table.insert and cjson.decode lists by
+//     MaxTableLen; the call stack is 200 frames.
+//   - Two limits per call stop everything else, the first one reached
+//     wins, and both are a *TimeoutError (a 500, counted as a Lua timeout;
+//     TimeoutError.Budget tells which): the time limit (Options.Timeout,
+//     100 ms) and the instruction budget (Options.Instructions, 500000).
+//     gopher-lua checks the call's context before every VM instruction;
+//     the sandbox's context counts those checks, so the budget costs one
+//     decrement an instruction. Library calls that build values are
+//     charged for them: one instruction per 32 bytes of new string
+//     (string.rep/format/gsub/upper/lower/reverse/char, table.concat, `..`,
+//     cjson.encode, ngx base64 and uri escaping, kong.request/response
+//     bodies, headers and query), 16 bytes a value for unpack and
+//     string.byte (charged before they push anything), 4x the text for
+//     cjson.decode, and one per table (plus half its length) converted to
+//     Go (cjson.encode, kong.ctx.shared), so a table shared many times
+//     inside another cannot blow up exponentially.
+//   - What bounds what: CPU by the time limit and the budget; memory by
+//     the budget: a VM instruction allocates about 60 bytes at most
+//     (table, closure and hash-key bombs measured 25 to 60, amortised), so
+//     a call allocates at most about 30 MB with the defaults (15 MB of
+//     strings), whatever the
+//     machine's speed (8 concurrent table bombs peaked at about 70 MB of
+//     heap, 8 string.rep bombs at about 90 MB). The bound is per call:
+//     concurrent calls add up, and there is no process-wide cap.
+//     Allocations inside one library call are bounded by the caps above,
+//     not by the budget; pattern matching is charged one instruction per
+//     1024 steps and is bounded by the time limit.
 //   - Errors build no gopher-lua stack traceback when the stack is deep
 //     (it lists one line per tail call: a tail-call loop stopped by the
 //     limit used to spend hundreds of ms and MB on it); pcall and xpcall

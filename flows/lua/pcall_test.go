@@ -55,7 +55,7 @@ func TestPcallAndXpcall(t *testing.T) {
 // not build it (it is built outside the time limit: a tail-call loop
 // stopped at 100 ms took up to 450 ms and 200 MB more).
 func TestErrorsAfterTailCallsBuildNoTraceback(t *testing.T) {
-	sb := New(Options{Timeout: 5 * time.Second})
+	sb := New(Options{Timeout: 5 * time.Second, Instructions: 1 << 40})
 	defer sb.Close()
 	alloc := func(src string) (uint64, error) {
 		c, err := Compile(src, "test")

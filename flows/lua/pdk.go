@@ -163,6 +163,7 @@ func (s *state) kongTable() *glua.LTable {
 		},
 		"get_body": s.getBody,
 	})
+	s.meter(req, "get_raw_body", "get_body", "get_headers", "get_query")
 	kong.RawSetString("request", s.readOnly(req))
 
 	set := func(f func(h Host, L *glua.LState)) glua.LGFunction {
@@ -323,6 +324,7 @@ func (s *state) kongTable() *glua.LTable {
 		},
 		"exit": s.exit,
 	})
+	s.meter(resp, "get_raw_body", "get_headers")
 	kong.RawSetString("response", s.readOnly(resp))
 
 	ctx := L.NewTable()
@@ -565,6 +567,7 @@ func (s *state) ngxTable() *glua.LTable {
 		"HTTP_NOT_FOUND": 404, "HTTP_INTERNAL_SERVER_ERROR": 500, "HTTP_BAD_GATEWAY": 502, "HTTP_SERVICE_UNAVAILABLE": 503, "HTTP_GATEWAY_TIMEOUT": 504} {
 		ngx.RawSetString(k, glua.LNumber(v))
 	}
+	s.meter(ngx, "encode_base64", "decode_base64", "escape_uri", "unescape_uri")
 	ngx.RawSetString("null", s.null)
 	v := L.NewTable()
 	v.Metatable = s.protectedMT(map[string]glua.LValue{
@@ -606,7 +609,9 @@ func (s *state) cjsonTable(safe bool) *glua.LTable {
 			return 1
 		},
 		"decode": func(L *glua.LState) int {
-			v, err := s.decodeJSON([]byte(L.CheckString(1)))
+			src := L.CheckString(1)
+			s.chargeBytes(4 * len(src)) // the tables are bigger than the text
+			v, err := s.decodeJSON([]byte(src))
 			if err != nil {
 				if safe {
 					L.Push(glua.LNil)
@@ -621,6 +626,7 @@ func (s *state) cjsonTable(safe bool) *glua.LTable {
 		"encode_empty_table_as_object": func(L *glua.LState) int { return 0 },
 		"decode_array_with_array_mt":   func(L *glua.LState) int { return 0 },
 	})
+	s.meter(t, "encode")
 	t.RawSetString("null", s.null)
 	t.RawSetString("array_mt", s.arrayMT)
 	t.RawSetString("empty_array", s.emptyArray)

@@ -17,15 +17,22 @@ import (
 // Defaults for Options.
 const (
 	DefaultTimeout      = 100 * time.Millisecond
+	DefaultInstructions = 500_000 // VM instructions a call (library calls charged by what they build)
 	DefaultMaxStringLen = 8 << 20
 	DefaultMaxTableLen  = 1 << 20
 	DefaultPoolSize     = 64
 	callStackSize       = 200
+	// registryGrowStep is how many stack slots a state's registry grows by
+	// beyond what it needs: gopher-lua's default (32) made unpack of
+	// 100k values on a fresh state take seconds of quadratic copying,
+	// outside any limit.
+	registryGrowStep = 4096
 )
 
 // Options tune a Sandbox. Zero values take the defaults.
 type Options struct {
 	Timeout      time.Duration // per call
+	Instructions int64         // VM instructions per call (the instruction budget)
 	MaxStringLen int           // longest string string.rep/format/gsub/table.concat may build
 	MaxTableLen  int           // longest list cjson.decode/table.insert may build
 	PoolSize     int           // idle states kept
@@ -43,6 +50,9 @@ type Sandbox struct {
 func New(o Options) *Sandbox {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.Instructions <= 0 {
+		o.Instructions = DefaultInstructions
 	}
 	if o.MaxStringLen <= 0 {
 		o.MaxStringLen = DefaultMaxStringLen
@@ -135,15 +145,25 @@ type RuntimeError struct {
 
 func (e *RuntimeError) Error() string { return "lua error in " + e.Chunk + ": " + e.Msg }
 
-// TimeoutError is a chunk stopped by its time limit.
+// TimeoutError is a chunk stopped by its time limit or, when
+// Instructions is not zero, by its instruction budget (of that many
+// instructions; Limit is then the time limit it did not reach).
 type TimeoutError struct {
-	Chunk string
-	Limit time.Duration
+	Chunk        string
+	Limit        time.Duration
+	Instructions int64
 }
 
 func (e *TimeoutError) Error() string {
+	if e.Instructions > 0 {
+		return fmt.Sprintf("lua chunk %s stopped after its budget of %d instructions", e.Chunk, e.Instructions)
+	}
 	return fmt.Sprintf("lua chunk %s stopped after %s time limit", e.Chunk, e.Limit)
 }
+
+// Budget tells whether the instruction budget, not the clock, stopped the
+// chunk.
+func (e *TimeoutError) Budget() bool { return e.Instructions > 0 }
 
 // Compile parses and compiles a chunk (statements). name appears in error
 // messages; use the config path.
@@ -260,7 +280,8 @@ func compile(stmts []ast.Stmt, src, name string, isExpr bool) (c *Chunk, err err
 
 // Run runs c with the PDK bound to h. kong.response.exit stops the chunk
 // and returns nil (h.Exit was called). Errors are *RuntimeError or
-// *TimeoutError, or the parent context's error.
+// *TimeoutError (the time limit or the instruction budget), or the parent
+// context's error.
 func (s *Sandbox) Run(ctx context.Context, c *Chunk, h Host) error {
 	_, err := s.call(ctx, c, h, nil)
 	return err
@@ -308,7 +329,7 @@ func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out a
 	} else {
 		fn.Env = st.newChunkEnv()
 	}
-	L.SetContext(cctx)
+	L.SetContext(st.ctx) // the budget over cctx
 	L.Push(fn)
 	nret := 0
 	if c.expr {
@@ -324,15 +345,21 @@ func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out a
 		}
 	}
 	st.flush()
+	if perr == nil && st.bud.over {
+		perr = errBudget // spent converting values back to Go (flush or the result)
+	}
 	L.SetTop(0)
 	if exited {
 		healthy = true
 		return nil, nil
 	}
 	if perr != nil {
-		if cctx.Err() != nil {
+		if st.bud.over || cctx.Err() != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if st.bud.over {
+				return nil, &TimeoutError{Chunk: c.name, Limit: s.opts.Timeout, Instructions: s.opts.Instructions}
 			}
 			return nil, &TimeoutError{Chunk: c.name, Limit: s.opts.Timeout}
 		}

@@ -15,7 +15,8 @@ import (
 type state struct {
 	sb   *Sandbox
 	L    *glua.LState
-	ctx  context.Context
+	ctx  context.Context // &bud during a call
+	bud  budget
 	host Host
 	vars *Vars
 
@@ -46,7 +47,7 @@ type state struct {
 var safeBase = []string{"assert", "error", "next", "select", "tonumber", "tostring", "type", "unpack", "rawequal", "rawget", "setmetatable", "getmetatable", "_VERSION"}
 
 func newState(sb *Sandbox) *state {
-	L := glua.NewState(glua.Options{SkipOpenLibs: true, CallStackSize: callStackSize, RegistrySize: 1024 * 4, RegistryMaxSize: 1024 * 256})
+	L := glua.NewState(glua.Options{SkipOpenLibs: true, CallStackSize: callStackSize, RegistrySize: 1024 * 4, RegistryGrowStep: registryGrowStep, RegistryMaxSize: 1024 * 256})
 	for _, lib := range []struct {
 		name string
 		fn   glua.LGFunction
@@ -78,7 +79,12 @@ func newState(sb *Sandbox) *state {
 		base.RawSetString(n, g.RawGetString(n))
 	}
 	unpack := g.RawGetString("unpack").(*glua.LFunction).GFunction
-	base.RawSetString("unpack", L.NewFunction(func(L *glua.LState) int { s.materialize(L, 1); return unpack(L) }))
+	base.RawSetString("unpack", L.NewFunction(func(L *glua.LState) int {
+		s.materialize(L, 1)
+		n := L.CheckTable(1).Len()
+		s.afford(L, span(L.OptInt(2, 1), L.OptInt(3, n), max(n, L.OptInt(3, n))))
+		return unpack(L)
+	}))
 	base.RawSetString("print", L.NewFunction(s.print))
 	base.RawSetString("pairs", L.NewFunction(s.pairs))
 	base.RawSetString("ipairs", L.NewFunction(s.ipairs))
@@ -86,14 +92,23 @@ func newState(sb *Sandbox) *state {
 	base.RawSetString("pcall", s.guard(s.pcall))
 	base.RawSetString("xpcall", s.guard(s.xpcall))
 	base.RawSetString("require", L.NewFunction(s.require))
-	base.RawSetString(concatName, L.NewFunction(s.concat))
+	base.RawSetString(concatName, L.NewFunction(s.metered(s.concat)))
 
 	str := g.RawGetString("string").(*glua.LTable)
 	s.capStrings(str)
+	s.meter(str, "rep", "format", "gsub", "upper", "lower", "reverse", "char")
+	strByte := str.RawGetString("byte").(*glua.LFunction).GFunction
+	str.RawSetString("byte", L.NewFunction(func(L *glua.LState) int {
+		src := L.CheckString(1)
+		i := L.OptInt(2, 1)
+		s.afford(L, span(i, L.OptInt(3, i), len(src)))
+		return strByte(L)
+	}))
 	str.RawSetString("dump", glua.LNil)
 	str.RawSetString("__metatable", glua.LFalse) // getmetatable("") cannot reach the real table
 	tbl := g.RawGetString("table").(*glua.LTable)
 	s.capTables(tbl)
+	s.meter(tbl, "concat")
 	mth := g.RawGetString("math").(*glua.LTable)
 	mth.RawSetString("randomseed", glua.LNil)
 	base.RawSetString("string", s.readOnly(str))
@@ -152,12 +167,14 @@ func (s *state) newChunkEnv() *glua.LTable {
 }
 
 func (s *state) begin(ctx context.Context, h Host, v *Vars) {
-	s.ctx, s.host, s.vars = ctx, h, v
+	s.bud.start(ctx, s.sb.opts.Instructions)
+	s.ctx, s.host, s.vars = &s.bud, h, v
 	s.exited = false
 }
 
 func (s *state) reset() {
 	s.ctx, s.host, s.vars = nil, nil, nil
+	s.bud.stop()
 	s.exited = false
 	if s.proxies == nil {
 		s.proxies = map[*glua.LTable]*proxy{}
@@ -180,8 +197,8 @@ func (s *state) logger() *zap.Logger {
 	return s.sb.opts.Log
 }
 
-// guard wraps pcall/xpcall so they cannot swallow kong.response.exit or
-// the time limit.
+// guard wraps pcall/xpcall so they cannot swallow kong.response.exit, the
+// time limit or the instruction budget.
 func (s *state) guard(f glua.LGFunction) *glua.LFunction {
 	return s.L.NewFunction(func(L *glua.LState) int {
 		n := f(L)

@@ -258,6 +258,12 @@ func (s *state) toGoErr(lv glua.LValue, depth int) (any, error) {
 			return p.value(), nil
 		}
 		n := t.Len()
+		// A table reached many times (a = {a, a} nested) converts once per
+		// path: charge each conversion, so that cannot build anything
+		// exponential outside the budget.
+		if !s.bud.spend(int64(1 + n/2)) {
+			return nil, errBudget
+		}
 		isArray := t.Metatable == s.arrayMT
 		count := 0
 		allInts := true
