@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/lua"
 	"github.com/sidecall/sidecall/processor"
 )
 
@@ -32,6 +33,24 @@ type appOptions struct {
 }
 
 const untrustedLuaUsage = "Kong's untrusted_lua: sandbox runs config Lua and $(...) in the sandbox; off rejects them at load (SIDECALL_UNTRUSTED_LUA)"
+
+// maxLuaTimeout is the longest --lua-timeout: a Lua call holds its
+// request (and a CPU) for that long.
+const maxLuaTimeout = 10 * time.Second
+
+const luaTimeoutUsage = "per-call time limit of a Lua chunk or $(...) expression, above 0 and at most 10s (SIDECALL_LUA_TIMEOUT)"
+
+// configureLua checks --lua-timeout and applies it to the process-wide
+// sandbox; call it before a config loads.
+func configureLua(timeout time.Duration) error {
+	if timeout <= 0 || timeout > maxLuaTimeout {
+		return fmt.Errorf("want a duration above 0 and at most %s, got %s", maxLuaTimeout, timeout)
+	}
+	if flows.LuaSandbox().Options().Timeout != timeout {
+		flows.ConfigureLua(lua.Options{Timeout: timeout})
+	}
+	return nil
+}
 
 // app is one running sidecall: config holder, processor, metrics, reload.
 type app struct {

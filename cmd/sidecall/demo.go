@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap"
 
+	"github.com/sidecall/sidecall/flows/lua"
 	"github.com/sidecall/sidecall/kafka"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
@@ -220,7 +221,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8000", "HTTP address of the Envoy stand-in")
 	admin := fs.String("admin-listen", "127.0.0.1:9901", "admin HTTP address")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn, error")
+	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	if err := configureLua(*luaTimeout); err != nil {
+		fmt.Fprintln(stderr, "sidecall demo: --lua-timeout:", err)
 		return 2
 	}
 	log, err := newLogger(*logLevel, "console", stderr)

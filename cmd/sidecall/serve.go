@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/lua"
 )
 
 type serveFlags struct {
@@ -27,6 +28,7 @@ type serveFlags struct {
 	maxRecv     int
 	drain       time.Duration
 	luaMode     string
+	luaTimeout  time.Duration
 }
 
 func (f *serveFlags) register(fs interface {
@@ -43,6 +45,7 @@ func (f *serveFlags) register(fs interface {
 	fs.IntVar(&f.maxRecv, "max-recv-msg-size", 8<<20, "largest gRPC message accepted from Envoy, bytes")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "how long SIGTERM waits for open streams")
 	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
+	fs.DurationVar(&f.luaTimeout, "lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 }
 
 func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
@@ -78,6 +81,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := flows.CheckUntrustedLua(f.luaMode); err != nil {
 		fmt.Fprintln(stderr, "sidecall serve: --untrusted-lua:", err)
+		return 2
+	}
+	if err := configureLua(f.luaTimeout); err != nil {
+		fmt.Fprintln(stderr, "sidecall serve: --lua-timeout:", err)
 		return 2
 	}
 	log, err := newLogger(f.logLevel, f.logFormat, stderr)

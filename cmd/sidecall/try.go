@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sidecall/sidecall/envoy"
+	"github.com/sidecall/sidecall/flows/lua"
 )
 
 // local is an app serving gRPC on a loopback port with the Envoy stand-in
@@ -78,11 +79,16 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8000", "HTTP address to listen on")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
+	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
 	if *config == "" || *upstream == "" {
 		fmt.Fprintln(stderr, "sidecall try: -c FILE and --upstream URL are required")
+		return 2
+	}
+	if err := configureLua(*luaTimeout); err != nil {
+		fmt.Fprintln(stderr, "sidecall try: --lua-timeout:", err)
 		return 2
 	}
 	log, err := newLogger(*logLevel, "console", stderr)

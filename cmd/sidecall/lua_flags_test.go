@@ -1,0 +1,99 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/lua"
+)
+
+// TestTryLuaTimeout: --lua-timeout sets the sandbox's time limit before
+// the config loads; a pre-function looping forever answers 500, stopped
+// by that limit.
+func TestTryLuaTimeout(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "upstream") }))
+	defer up.Close()
+	cfg := filepath.Join(t.TempDir(), "kong.yml")
+	if err := os.WriteFile(cfg, []byte("plugins: [{name: pre-function, config: {access: [\"while true do end\"]}}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listen := freePort(t)
+	var stdout, stderr syncBuf
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"try", "-c", cfg, "--upstream", up.URL, "--listen", listen, "--lua-timeout", "20ms"}, &stdout, &stderr)
+	}()
+	waitFor(t, "try to answer 500", func() bool {
+		r, err := http.Get("http://" + listen + "/x")
+		if err != nil {
+			return false
+		}
+		_, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+		return r.StatusCode == 500
+	})
+	if got := flows.LuaSandbox().Options().Timeout; got != 20*time.Millisecond {
+		t.Errorf("sandbox time limit %s, want 20ms", got)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("try exited %d: %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("try did not stop on SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "stopped after 20ms time limit") {
+		t.Errorf("the log does not show the 20ms limit stopping the chunk:\n%s", stderr.String())
+	}
+	// The default comes back with the flag's default.
+	if err := configureLua(lua.DefaultTimeout); err != nil || flows.LuaSandbox().Options().Timeout != lua.DefaultTimeout {
+		t.Fatalf("reset: %v", err)
+	}
+}
+
+// Bad --lua-timeout values (flag or SIDECALL_LUA_TIMEOUT) are usage errors.
+func TestBadLuaTimeoutExits2(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "kong.yml")
+	if err := os.WriteFile(cfg, []byte("plugins: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := flows.LuaSandbox().Options().Timeout
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "-c", cfg, "--lua-timeout", "0"}, "--lua-timeout: want a duration above 0"},
+		{[]string{"serve", "-c", cfg, "--lua-timeout", "-5ms"}, "--lua-timeout"},
+		{[]string{"serve", "-c", cfg, "--lua-timeout", "11s"}, "at most 10s"},
+		{[]string{"serve", "-c", cfg, "--lua-timeout", "soon"}, "invalid value"},
+		{[]string{"try", "-c", cfg, "--upstream", "http://127.0.0.1:1", "--lua-timeout", "0s"}, "sidecall try: --lua-timeout"},
+		{[]string{"demo", "--lua-timeout", "1h"}, "sidecall demo: --lua-timeout"},
+	} {
+		var stdout, stderr syncBuf
+		if code := run(c.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q (want 2 and %q)", c.args, code, stderr.String(), c.want)
+		}
+	}
+	for env, want := range map[string]string{"0": "--lua-timeout: want a duration above 0", "soon": ""} { // an unparsable env value exits 2 without a message (parseFlags)
+		t.Setenv("SIDECALL_LUA_TIMEOUT", env)
+		var stdout, stderr syncBuf
+		if code := run([]string{"serve", "-c", cfg}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("SIDECALL_LUA_TIMEOUT=%s: exit %d, stderr %q", env, code, stderr.String())
+		}
+	}
+	if got := flows.LuaSandbox().Options().Timeout; got != before {
+		t.Errorf("a refused value changed the time limit to %s", got)
+	}
+}
