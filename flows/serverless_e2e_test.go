@@ -628,9 +628,11 @@ func TestE2ESandbox(t *testing.T) {
 			if strings.Contains(string(body), "lua") || strings.Contains(string(body), "/etc") {
 				t.Errorf("the error body leaks details: %s", body)
 			}
-			// Within the limit: refused at once, or stopped by the time limit
-			// (plus slack for the HTTP and gRPC hops on a loaded machine).
-			if max := 2 * limit; took > max {
+			// Refused at once, or stopped by the time limit or the
+			// instruction budget (the counters below say which). The wall
+			// clock only catches a runaway: -race on a busy 2-core CI
+			// machine can stretch a 100 ms limit well past 2x.
+			if max := 10 * limit; took > max {
 				t.Errorf("took %s (limit %s)", took, limit)
 			}
 			errs, tos := metricValue(t, h, "sidecall_lua_errors_total")-errs0, metricValue(t, h, "sidecall_lua_timeouts_total")-tos0
