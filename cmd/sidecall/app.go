@@ -224,9 +224,16 @@ func (a *app) adminHandler() http.Handler {
 }
 
 // drain stops taking streams, waits for open ones up to grace, then stops.
-func (a *app) drain(grace time.Duration) {
+// drain reports NOT_SERVING, keeps taking new streams for delay (so health
+// checkers and Envoy, draining too, see it before the listener closes),
+// then waits up to grace for open streams.
+func (a *app) drain(delay, grace time.Duration) {
 	a.draining.Store(true)
 	a.proc.SetServing(false)
+	if delay > 0 {
+		a.log.Info("draining: still accepting streams", zap.Duration("drain_delay", delay))
+		time.Sleep(delay)
+	}
 	done := make(chan struct{})
 	go func() { a.grpc.GracefulStop(); close(done) }()
 	t := time.NewTimer(grace)

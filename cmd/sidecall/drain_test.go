@@ -240,3 +240,47 @@ func TestServeDrainFinishesOpenStream(t *testing.T) {
 		t.Errorf("logs: %s", s.stderr.String())
 	}
 }
+
+// TestServeDrainDelayAcceptsNewStreams: with --drain-delay, a stream opened
+// after SIGTERM (Envoy still draining its own listeners) is still served,
+// on a fresh connection too, while /readyz says 503; then serve exits 0.
+func TestServeDrainDelayAcceptsNewStreams(t *testing.T) {
+	s := startServe(t, writeConfig(t, echoConfig), "--drain-delay", "1500ms")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.readyz(t) != 503 {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still 200 after SIGTERM")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A new connection and a new stream, both after the signal.
+	conn := dial(t, s.grpc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(reqHeaders("/late")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Recv()
+	if err != nil || len(r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders()) != 1 {
+		t.Fatalf("a stream opened during the drain delay: %v %v", r, err)
+	}
+	if err := st.Send(respHeaders()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatalf("response headers during the drain delay: %v", err)
+	}
+	if code := s.wait(t); code != 0 {
+		t.Fatalf("exit %d: %s", code, s.stderr.String())
+	}
+	if !strings.Contains(s.stderr.String(), "draining: still accepting streams") {
+		t.Errorf("no drain-delay log line: %s", s.stderr.String())
+	}
+}

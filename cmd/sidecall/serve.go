@@ -27,6 +27,7 @@ type serveFlags struct {
 	logFormat   string
 	maxRecv     int
 	drain       time.Duration
+	drainDelay  time.Duration
 	luaMode     string
 	luaTimeout  time.Duration
 }
@@ -44,6 +45,7 @@ func (f *serveFlags) register(fs interface {
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&f.maxRecv, "max-recv-msg-size", 8<<20, "largest gRPC message accepted from Envoy, bytes")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "how long SIGTERM waits for open streams")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "after SIGTERM, keep accepting new streams this long while health reports NOT_SERVING and /readyz 503 (Envoy still draining its own connections)")
 	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
 	fs.DurationVar(&f.luaTimeout, "lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 }
@@ -142,7 +144,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	a.drain(f.drain)
+	a.drain(f.drainDelay, f.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = admin.Shutdown(sctx)

@@ -101,6 +101,8 @@ env:
     value: {{ $v.log.level | quote }}
   - name: SIDECALL_LOG_FORMAT
     value: {{ $v.log.format | quote }}
+  - name: SIDECALL_DRAIN_DELAY
+    value: {{ $v.drainDelay | quote }}
   - name: SIDECALL_DRAIN_TIMEOUT
     value: {{ $v.drainTimeout | quote }}
   - name: SIDECALL_UNTRUSTED_LUA
