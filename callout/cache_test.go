@@ -3,10 +3,13 @@ package callout
 import (
 	"context"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +18,10 @@ import (
 )
 
 // startRedis runs a throwaway redis-server on a free 127.0.0.1 port.
+// startRedis runs a throwaway redis-server on a free 127.0.0.1 port below
+// the kernel's ephemeral range (a dial to a port inside it while nothing
+// listens can connect to itself and hold the port), ready once it answers
+// PING with +PONG.
 func startRedis(t *testing.T) (port int, kill func()) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
@@ -24,12 +31,7 @@ func startRedis(t *testing.T) (port int, kill func()) {
 		}
 		t.Skip("redis-server not installed (apt-get install redis-server); skipping Redis cache test")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port = stablePort(t)
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -37,15 +39,57 @@ func startRedis(t *testing.T) (port int, kill func()) {
 	var once sync.Once
 	kill = func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
 	t.Cleanup(kill)
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
+	for i := 0; i < 250; i++ {
+		if redisPong(port) {
 			return port, kill
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("redis-server did not start")
 	return 0, nil
+}
+
+// StartRedis is startRedis for the callout_test package.
+var StartRedis = startRedis
+
+func redisPong(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 7)
+	n, _ := io.ReadFull(c, buf)
+	return string(buf[:n]) == "+PONG\r\n"
+}
+
+func stablePort(t *testing.T) int {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	for i := 0; lo > 12000 && i < 500; i++ {
+		p := 10000 + rand.IntN(lo-10000)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			return p
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func redisCfg(url string, port, ttl int, byLua string) string {

@@ -16,8 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"reflect"
 	"strconv"
 	"strings"
@@ -26,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidecall/sidecall/callout"
 	"github.com/sidecall/sidecall/envoy/envoytest"
 )
 
@@ -761,34 +760,8 @@ const seedResponseByLua = `{
 
 // redisServer runs a throwaway redis-server on a free 127.0.0.1 port.
 func redisServer(t *testing.T) int {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is required in CI")
-		}
-		t.Skip("redis-server not installed (apt-get install redis-server)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return port
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not start")
-	return 0
+	port, _ := callout.StartRedis(t)
+	return port
 }
 
 // redisKeys lists the keys matching pattern (RESP over a plain connection).

@@ -47,15 +47,7 @@ func e2eCluster(t *testing.T, port int) (*kfake.Cluster, string) {
 	return c, c.ListenAddrs()[0]
 }
 
-func e2eFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func e2eFreePort(t *testing.T) int { return kafka.FreePort(t) }
 
 func indent(s string, n int) string {
 	if s == "" {
