@@ -15,7 +15,10 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, then fills unset flags from the environment.
+// parseFlags parses args, then fills unset flags from the environment. A flag
+// given in args wins over its variable. An environment value the flag cannot
+// take is reported on the FlagSet's output as
+// "sidecall CMD: SIDECALL_NAME=VALUE: REASON" (fs.Parse reports bad args itself).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -36,7 +39,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 		if v, ok := os.LookupEnv(env); ok {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s: %w", env, e)
+				err = fmt.Errorf("%s=%s: invalid value for --%s: %w", env, v, f.Name, e)
+				fmt.Fprintf(fs.Output(), "sidecall %s: %v\n", fs.Name(), err)
 			}
 		}
 	})

@@ -86,7 +86,7 @@ func TestBadLuaTimeoutExits2(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q (want 2 and %q)", c.args, code, stderr.String(), c.want)
 		}
 	}
-	for env, want := range map[string]string{"0": "--lua-timeout: want a duration above 0", "soon": ""} { // an unparsable env value exits 2 without a message (parseFlags)
+	for env, want := range map[string]string{"0": "--lua-timeout: want a duration above 0", "soon": "sidecall serve: SIDECALL_LUA_TIMEOUT=soon: invalid value for --lua-timeout"} {
 		t.Setenv("SIDECALL_LUA_TIMEOUT", env)
 		var stdout, stderr syncBuf
 		if code := run([]string{"serve", "-c", cfg}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), want) {
