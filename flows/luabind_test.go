@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/sidecall/sidecall/flows/lua"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func newLuaExchange() *Exchange {
@@ -477,5 +481,62 @@ kong.ctx.shared.first = a .. b
 	}
 	if err := runLua(t, x, `table.insert(kong.ctx.shared, 1)`); err == nil {
 		t.Error("table.insert on the shared object should fail")
+	}
+}
+
+// TestLuaLogsGoToExchangeLogger: print and kong.log in a config chunk log on
+// the exchange's logger, so they carry what the processor put there (it adds
+// request_id), at the level kong.log names; a failing chunk's error entry
+// names the chunk's config path.
+func TestLuaLogsGoToExchangeLogger(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	x := newLuaExchange()
+	x.Log = zap.New(core).WithLazy(zap.String("request_id", x.ID)) // as processor/stream.go does
+	err := runLua(t, x, `
+print("p", 1)
+kong.log.err("e ", kong.request.get_method())
+kong.log.warn("w")
+kong.log.notice("n")
+kong.log.info("i")
+kong.log.debug("d")
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type entry struct {
+		level zapcore.Level
+		msg   string
+	}
+	want := []entry{
+		{zapcore.InfoLevel, "p\t1"}, {zapcore.ErrorLevel, "e POST"}, {zapcore.WarnLevel, "w"},
+		{zapcore.InfoLevel, "n"}, {zapcore.InfoLevel, "i"}, {zapcore.DebugLevel, "d"},
+	}
+	all := logs.TakeAll()
+	if len(all) != len(want) {
+		t.Fatalf("%d entries, want %d: %+v", len(all), len(want), all)
+	}
+	for i, e := range all {
+		if e.Level != want[i].level || e.Message != want[i].msg {
+			t.Errorf("entry %d: %s %q, want %s %q", i, e.Level, e.Message, want[i].level, want[i].msg)
+		}
+		if got := e.ContextMap()["request_id"]; got != "req-1" {
+			t.Errorf("entry %d %q: request_id %v, want req-1", i, e.Message, got)
+		}
+	}
+
+	c := mustChunk(t, `error("boom")`)
+	if err := c.Run(context.Background(), x); err == nil {
+		t.Fatal("want an error")
+	}
+	got := logs.TakeAll()
+	if len(got) != 1 {
+		t.Fatalf("%d entries for a failing chunk, want 1: %+v", len(got), got)
+	}
+	e := got[0]
+	if e.Level != zapcore.ErrorLevel || e.Message != "lua chunk failed" {
+		t.Errorf("failing chunk logged %s %q", e.Level, e.Message)
+	}
+	if f := e.ContextMap(); f["chunk"] != string(c.Path()) || c.Path() == "" || f["request_id"] != "req-1" || !strings.Contains(fmt.Sprint(f["error"]), "boom") {
+		t.Errorf("failing chunk fields %v, want chunk %q, request_id req-1 and the error", f, c.Path())
 	}
 }

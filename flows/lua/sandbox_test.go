@@ -3,11 +3,14 @@ package lua
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // testHost is a plain in-memory Host.
@@ -206,10 +209,118 @@ func TestExitCannotBeSwallowed(t *testing.T) {
 	}
 }
 
+// logHost is a testHost whose Logger is log (nil: the sandbox's own).
+type logHost struct {
+	*testHost
+	log *zap.Logger
+}
+
+func (h logHost) Logger() *zap.Logger { return h.log }
+
+// oneEntry wants exactly one logged entry and returns it.
+func oneEntry(t *testing.T, logs *observer.ObservedLogs) observer.LoggedEntry {
+	t.Helper()
+	all := logs.TakeAll()
+	if len(all) != 1 {
+		t.Fatalf("%d log entries, want 1: %+v", len(all), all)
+	}
+	return all[0]
+}
+
+// TestPrintGoesToLogger: print joins its arguments with tabs (as Lua's
+// print does) and logs them at info with source "lua print", on the host's
+// logger, or on Options.Log when the host has none.
 func TestPrintGoesToLogger(t *testing.T) {
+	sbCore, sbLogs := observer.New(zapcore.DebugLevel)
+	sb := New(Options{Log: zap.New(sbCore)})
+	defer sb.Close()
+	core, logs := observer.New(zapcore.DebugLevel)
+	if err := run(t, sb, `print("hello", 1, nil, true, 2.5)`, logHost{newHost(), zap.New(core)}); err != nil {
+		t.Fatal(err)
+	}
+	e := oneEntry(t, logs)
+	if e.Level != zapcore.InfoLevel || e.Message != "hello\t1\tnil\ttrue\t2.5" {
+		t.Errorf("logged %s %q, want info %q", e.Level, e.Message, "hello\t1\tnil\ttrue\t2.5")
+	}
+	if got := e.ContextMap(); !reflect.DeepEqual(got, map[string]any{"source": "lua print"}) {
+		t.Errorf("fields %v, want source=lua print", got)
+	}
+	if n := sbLogs.Len(); n != 0 {
+		t.Errorf("%d entries on the sandbox logger while the host has one", n)
+	}
+
+	// No host logger: the sandbox's.
+	if err := run(t, sb, `print("fallback")`, logHost{newHost(), nil}); err != nil {
+		t.Fatal(err)
+	}
+	if e := oneEntry(t, sbLogs); e.Level != zapcore.InfoLevel || e.Message != "fallback" || e.ContextMap()["source"] != "lua print" {
+		t.Errorf("sandbox logger got %s %q %v", e.Level, e.Message, e.ContextMap())
+	}
+}
+
+// TestKongLogLevels: kong.log.<level> and ngx.log(ngx.<LEVEL>, ...) log the
+// arguments concatenated without a separator (as ngx.log does) at the
+// matching zap level with source "lua"; nginx levels above err (crit, alert,
+// emerg) are zap errors that keep the nginx level in lua_level.
+func TestKongLogLevels(t *testing.T) {
 	sb := New(Options{})
 	defer sb.Close()
-	if err := run(t, sb, `print("hello", 1)`, newHost()); err != nil {
+	cases := []struct {
+		src    string
+		level  zapcore.Level
+		msg    string
+		fields map[string]any
+	}{
+		{`kong.log.err("bad ", 42)`, zapcore.ErrorLevel, "bad 42", map[string]any{"source": "lua", "lua_level": "err"}},
+		{`kong.log.warn("careful", "!")`, zapcore.WarnLevel, "careful!", map[string]any{"source": "lua"}},
+		{`kong.log.notice("note")`, zapcore.InfoLevel, "note", map[string]any{"source": "lua"}},
+		{`kong.log.info("info ", true)`, zapcore.InfoLevel, "info true", map[string]any{"source": "lua"}},
+		{`kong.log.debug("dbg")`, zapcore.DebugLevel, "dbg", map[string]any{"source": "lua"}},
+		{`kong.log.crit("c")`, zapcore.ErrorLevel, "c", map[string]any{"source": "lua", "lua_level": "crit"}},
+		{`kong.log.alert("a")`, zapcore.ErrorLevel, "a", map[string]any{"source": "lua", "lua_level": "alert"}},
+		{`kong.log.emerg("e")`, zapcore.ErrorLevel, "e", map[string]any{"source": "lua", "lua_level": "emerg"}},
+		{`kong.log.inspect({a = 1}, "s")`, zapcore.InfoLevel, `{"a":1} "s"`, map[string]any{"source": "lua"}},
+		{`ngx.log(ngx.ERR, "n", "err")`, zapcore.ErrorLevel, "nerr", map[string]any{"source": "lua", "lua_level": "err"}},
+		{`ngx.log(ngx.WARN, "w")`, zapcore.WarnLevel, "w", map[string]any{"source": "lua"}},
+		{`ngx.log(ngx.NOTICE, "n")`, zapcore.InfoLevel, "n", map[string]any{"source": "lua"}},
+		{`ngx.log(ngx.INFO, "i")`, zapcore.InfoLevel, "i", map[string]any{"source": "lua"}},
+		{`ngx.log(ngx.DEBUG, "d")`, zapcore.DebugLevel, "d", map[string]any{"source": "lua"}},
+		{`ngx.log(ngx.CRIT, "c")`, zapcore.ErrorLevel, "c", map[string]any{"source": "lua", "lua_level": "crit"}},
+	}
+	for _, c := range cases {
+		t.Run(c.src, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			if err := run(t, sb, c.src, logHost{newHost(), zap.New(core)}); err != nil {
+				t.Fatal(err)
+			}
+			e := oneEntry(t, logs)
+			if e.Level != c.level || e.Message != c.msg {
+				t.Errorf("logged %s %q, want %s %q", e.Level, e.Message, c.level, c.msg)
+			}
+			if got := e.ContextMap(); !reflect.DeepEqual(got, c.fields) {
+				t.Errorf("fields %v, want %v", got, c.fields)
+			}
+		})
+	}
+}
+
+// TestKongLogKeepsLoggerFields: entries go to the host's logger as is, so
+// the fields it carries (the processor's request_id) are on every Lua entry.
+func TestKongLogKeepsLoggerFields(t *testing.T) {
+	sb := New(Options{})
+	defer sb.Close()
+	core, logs := observer.New(zapcore.DebugLevel)
+	log := zap.New(core).With(zap.String("request_id", "req-9"))
+	if err := run(t, sb, `kong.log.warn("w") print("p")`, logHost{newHost(), log}); err != nil {
 		t.Fatal(err)
+	}
+	all := logs.TakeAll()
+	if len(all) != 2 {
+		t.Fatalf("%d entries, want 2", len(all))
+	}
+	for _, e := range all {
+		if e.ContextMap()["request_id"] != "req-9" {
+			t.Errorf("%q: fields %v lack request_id", e.Message, e.ContextMap())
+		}
 	}
 }
