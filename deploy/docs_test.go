@@ -2,12 +2,14 @@ package deploy
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	yaml3 "gopkg.in/yaml.v3"
 )
@@ -119,5 +121,296 @@ func TestDocBlockChecksFail(t *testing.T) {
 				t.Fatal("broken example passed")
 			}
 		})
+	}
+}
+
+// outsideRepo are the relative links allowed to leave the repository, with why. Any other
+// link that climbs out of it is an error: it would be broken wherever the repository is
+// read on its own.
+var outsideRepo = map[string]string{
+	"../shared/ARCHITECTURE.md": "README: the team's shared folder beside the checkout",
+}
+
+var (
+	mdFence      = regexp.MustCompile("^\\s{0,3}(```|~~~)")
+	mdHeading    = regexp.MustCompile(`^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$`)
+	mdInlineLink = regexp.MustCompile(`!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)`)
+	mdRefDef     = regexp.MustCompile(`^\s{0,3}\[[^\]]+\]:\s+<?(\S+?)>?(?:\s+"[^"]*")?\s*$`)
+	mdCodeSpan   = regexp.MustCompile("`[^`]*`")
+	mdHTMLAnchor = regexp.MustCompile(`<a\s+[^>]*(?:name|id)="([^"]+)"`)
+	mdScheme     = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:`)
+	mdLineAnchor = regexp.MustCompile(`^L\d+(-L\d+)?$`)
+	mdTagOrLink  = regexp.MustCompile(`<[^>]+>|!?\[([^\]]*)\]\([^)]*\)`)
+)
+
+// githubSlug is the anchor GitHub gives a heading (github-slugger): the heading's text,
+// lower-cased, without characters other than letters, digits, marks, connector
+// punctuation (_), spaces and hyphens, each space a hyphen.
+func githubSlug(heading string) string {
+	text := mdTagOrLink.ReplaceAllString(heading, "$1") // [text](url) renders as text
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(text)) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-', unicode.IsLetter(r), unicode.IsNumber(r), unicode.In(r, unicode.M, unicode.Pc):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// mdDoc is what a Markdown file offers and asks for: its anchors and its link targets.
+type mdDoc struct {
+	anchors map[string]bool
+	links   []mdLinkAt
+}
+
+type mdLinkAt struct {
+	line   int
+	target string
+}
+
+// parseMarkdown reads headings (with GitHub's -1, -2 suffixes for repeats), HTML anchors,
+// inline links and reference definitions, outside fenced code blocks.
+func parseMarkdown(src string) mdDoc {
+	d := mdDoc{anchors: map[string]bool{}}
+	seen := map[string]int{}
+	fence := ""
+	for i, line := range strings.Split(src, "\n") {
+		if m := mdFence.FindStringSubmatch(line); m != nil {
+			switch fence {
+			case "":
+				fence = m[1]
+			case m[1]:
+				fence = ""
+			}
+			continue
+		}
+		if fence != "" {
+			continue
+		}
+		if m := mdHeading.FindStringSubmatch(line); m != nil {
+			slug := githubSlug(m[2])
+			if n := seen[slug]; n > 0 {
+				d.anchors[slug+"-"+strconv.Itoa(n)] = true
+			} else {
+				d.anchors[slug] = true
+			}
+			seen[slug]++
+		}
+		for _, m := range mdHTMLAnchor.FindAllStringSubmatch(line, -1) {
+			d.anchors[m[1]] = true
+		}
+		text := mdCodeSpan.ReplaceAllStringFunc(line, func(code string) string {
+			if strings.Contains(code, "](") {
+				return "" // a link written as code is not a link
+			}
+			return code
+		})
+		for _, m := range mdInlineLink.FindAllStringSubmatch(text, -1) {
+			d.links = append(d.links, mdLinkAt{i + 1, m[1]})
+		}
+		if m := mdRefDef.FindStringSubmatch(text); m != nil {
+			d.links = append(d.links, mdLinkAt{i + 1, m[1]})
+		}
+	}
+	return d
+}
+
+// checkMarkdownLinks checks the relative links of files (paths relative to root): each
+// names an existing file or folder inside root (or one of outsideRepo), and each #anchor an
+// existing heading of the Markdown file it points to (or a GitHub #L line anchor of another
+// file). It returns what it visited, file to resolved targets, for further checks.
+func checkMarkdownLinks(root string, files []string) (map[string][]string, []error) {
+	var errs []error
+	docs := map[string]mdDoc{}
+	doc := func(abs string) (mdDoc, error) {
+		if d, ok := docs[abs]; ok {
+			return d, nil
+		}
+		b, err := os.ReadFile(abs)
+		if err != nil {
+			return mdDoc{}, err
+		}
+		d := parseMarkdown(string(b))
+		docs[abs] = d
+		return d, nil
+	}
+	targets := map[string][]string{}
+	for _, rel := range files {
+		abs := filepath.Join(root, rel)
+		d, err := doc(abs)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, l := range d.links {
+			at := fmt.Sprintf("%s:%d: link %q", rel, l.line, l.target)
+			if l.target == "" {
+				errs = append(errs, fmt.Errorf("%s: empty", at))
+				continue
+			}
+			if mdScheme.MatchString(l.target) || strings.HasPrefix(l.target, "//") {
+				continue // absolute URL
+			}
+			p, anchor, _ := strings.Cut(l.target, "#")
+			p, err := url.PathUnescape(p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %v", at, err))
+				continue
+			}
+			dest := abs
+			if p != "" {
+				if strings.HasPrefix(p, "/") {
+					errs = append(errs, fmt.Errorf("%s: root-relative, write it relative to %s", at, filepath.Dir(rel)))
+					continue
+				}
+				dest = filepath.Join(filepath.Dir(abs), p)
+				if r, err := filepath.Rel(root, dest); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
+					if _, ok := outsideRepo[p]; !ok {
+						errs = append(errs, fmt.Errorf("%s: leaves the repository", at))
+						continue
+					}
+				}
+				if !fileExists(dest) {
+					errs = append(errs, fmt.Errorf("%s: no such file %s", at, dest))
+					continue
+				}
+			}
+			targets[rel] = append(targets[rel], dest)
+			if anchor == "" {
+				continue
+			}
+			if !strings.HasSuffix(dest, ".md") {
+				if !mdLineAnchor.MatchString(anchor) {
+					errs = append(errs, fmt.Errorf("%s: #%s on a file that is not Markdown", at, anchor))
+				}
+				continue
+			}
+			td, err := doc(dest)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %v", at, err))
+				continue
+			}
+			if !td.anchors[anchor] {
+				errs = append(errs, fmt.Errorf("%s: no heading with anchor #%s in %s", at, anchor, dest))
+			}
+		}
+	}
+	return targets, errs
+}
+
+// docFiles are README.md, deploy/README.md and docs/*.md, relative to root.
+func docFiles(t *testing.T, root string) []string {
+	t.Helper()
+	guides, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(guides) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
+	}
+	files := []string{"README.md", filepath.Join("deploy", "README.md")}
+	for _, g := range guides {
+		files = append(files, filepath.Join("docs", filepath.Base(g)))
+	}
+	return files
+}
+
+// TestDocLinks: every relative link in README.md, deploy/README.md and docs/*.md names an
+// existing file, and every #anchor an existing heading (GitHub's slug rules).
+func TestDocLinks(t *testing.T) {
+	root := repoRoot(t)
+	targets, errs := checkMarkdownLinks(root, docFiles(t, root))
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(targets["README.md"]) == 0 {
+		t.Error("found no links in README.md: the parser is broken")
+	}
+}
+
+// TestReadmeLinksGuides: README.md links every guide in docs/, the install guides and the
+// migration guide included.
+func TestReadmeLinksGuides(t *testing.T) {
+	root := repoRoot(t)
+	targets, _ := checkMarkdownLinks(root, []string{"README.md"})
+	linked := map[string]bool{}
+	for _, dest := range targets["README.md"] {
+		linked[dest] = true
+	}
+	want := map[string]bool{}
+	for _, name := range []string{"install-envoy.md", "install-istio.md", "install-helm.md", "install-envoy-gateway.md", "migration.md"} {
+		want[filepath.Join(root, "docs", name)] = true
+	}
+	guides, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	for _, g := range guides {
+		want[g] = true
+	}
+	for g := range want {
+		if !fileExists(g) {
+			t.Errorf("guide %s is missing", g)
+		}
+		if !linked[g] {
+			t.Errorf("README.md does not link %s", g)
+		}
+	}
+}
+
+// TestGithubSlug: anchors as GitHub makes them.
+func TestGithubSlug(t *testing.T) {
+	for heading, want := range map[string]string{
+		"3. Secrets":                      "3-secrets",
+		"Which route a request runs":      "which-route-a-request-runs",
+		"`sidecall serve` flags & env":    "sidecall-serve-flags--env",
+		"Kafka (request/reply)":           "kafka-requestreply",
+		"The [chart](deploy/helm) values": "the-chart-values",
+		"snake_case and dash-case":        "snake_case-and-dash-case",
+		"Über große Dinge?":               "über-große-dinge",
+		"v1.2 — what's new":               "v12--whats-new",
+	} {
+		if got := githubSlug(heading); got != want {
+			t.Errorf("githubSlug(%q) = %q, want %q", heading, got, want)
+		}
+	}
+}
+
+// TestDocLinkCheckFails: the checker catches each kind of broken link and accepts good ones.
+func TestDocLinkCheckFails(t *testing.T) {
+	root := t.TempDir()
+	write := func(rel, src string) {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("docs/guide.md", "# Guide\n\n## 1. Install\n\n## Repeat\n\n## Repeat\n\n```sh\n# not a heading\n```\n")
+	write("deploy/x.yaml", "a: 1\n")
+	good := []string{
+		"[g](docs/guide.md)", "[g](docs/guide.md#1-install)", "[g](docs/guide.md#repeat-1)", "[d](deploy/)",
+		"[y](deploy/x.yaml#L1)", "[w](https://example.com/nope)", "[m](mailto:a@b.c)", "[self](#top)",
+		"`[not](a-link.md)`", "[t](docs/guide.md \"title\")", "[r]: docs/guide.md#guide",
+		"```\n[fenced](nowhere.md)\n```", "`code` then [g](docs/guide.md), [`d`](deploy/)",
+	}
+	bad := []string{
+		"[g](docs/gide.md)", "[g](docs/guide.md#2-install)", "[g](docs/guide.md#repeat-2)",
+		"[g](docs/guide.md#not-a-heading)", "[y](deploy/x.yaml#top)", "[up](../elsewhere.md)",
+		"[abs](/docs/guide.md)", "[self](#nope)", "[r]: docs/none.md", "![img](img.png)",
+		"`code` then [g](docs/none.md), [`d`](deploy/)",
+	}
+	for i, link := range good {
+		name := fmt.Sprintf("good%d.md", i)
+		write(name, "# Top\n\n"+link+"\n")
+		if _, errs := checkMarkdownLinks(root, []string{name}); len(errs) != 0 {
+			t.Errorf("%s: %v", link, errs)
+		}
+	}
+	for i, link := range bad {
+		name := fmt.Sprintf("bad%d.md", i)
+		write(name, "# Top\n\n"+link+"\n")
+		if _, errs := checkMarkdownLinks(root, []string{name}); len(errs) != 1 {
+			t.Errorf("%s: %d errors, want 1: %v", link, len(errs), errs)
+		}
 	}
 }
