@@ -11,11 +11,14 @@ type Config struct {
 	Services      []ServiceConfig `yaml:"services"`
 	Routes        []RouteConfig   `yaml:"routes"`
 	Plugins       []PluginConfig  `yaml:"plugins"`
+	// CACertificates are Kong's ca_certificates entities, for the services'
+	// ca_certificates (see cacerts.go).
+	CACertificates []CACertificateConfig `yaml:"ca_certificates"`
 }
 
 // ignoredSections are Kong entities sidecall does not use: one warning each.
 var ignoredSections = []string{"consumers", "consumer_groups", "upstreams", "targets", "certificates",
-	"ca_certificates", "snis", "keys", "key_sets", "partials", "filter_chains", "licenses",
+	"snis", "keys", "key_sets", "partials", "filter_chains", "licenses",
 	"rbac_roles", "workspaces", "custom_entities"}
 
 // ServiceConfig is a Kong service. Durations are milliseconds, as in Kong.
@@ -38,6 +41,8 @@ type ServiceConfig struct {
 	Tags           []string       `yaml:"tags"`
 	Routes         []RouteConfig  `yaml:"routes"`
 	Plugins        []PluginConfig `yaml:"plugins"`
+
+	tls *ServiceTLS // resolved tls_verify, tls_verify_depth and ca_certificates (Service.TLS)
 }
 
 // RouteConfig is a Kong route.

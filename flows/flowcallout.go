@@ -32,6 +32,10 @@ package flows
 //   - TLS: verified unless the service says tls_verify: false (Kong leaves
 //     an unset tls_verify to nginx, which does not verify; we fail closed).
 //     A certificate that does not verify is a transport error (502 stored).
+//     The service's ca_certificates, when it has some, are the only trusted
+//     CAs (Kong's per-service trust store), else the system roots;
+//     tls_verify_depth bounds the intermediates (see cacerts.go). One
+//     keep-alive transport per distinct setting, shared across reloads.
 //   - The flow's response phases (header_filter, body_filter plugins of the
 //     service) run on its response, as they would in Kong's sub-request.
 //   - Stored result: status (int), headers (lower-case names, a string or a
@@ -46,10 +50,6 @@ package flows
 //     default included, is the message of sidecall's error body (spec §4):
 //     {"message": body, "request_id": x-request-id}. A bare JSON scalar
 //     ("42") is a message.
-//   - tls_verify_depth and ca_certificates are not applied (ca_certificates
-//     name Kong entities sidecall does not load); a verified https flow
-//     service is checked against the system roots and Go's chain rules, and
-//     the load warns when a flow service sets either.
 //   - The flow response body is read up to 16 MiB; more is a failure.
 //   - Shared flows nest at most 8 deep at run time too (the loader rejects
 //     cycles and deeper configs; this guards anything it cannot see).
@@ -57,7 +57,6 @@ package flows
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -157,13 +156,7 @@ func newFlowCallout(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
 	if p.svc == nil || b.Failed() {
 		return p, nil
 	}
-	sc := p.svc.Config
-	verify := sc == nil || sc.TLSVerify == nil || *sc.TLSVerify
-	if verify && sc != nil && (len(sc.CACertificates) > 0 || sc.TLSVerifyDepth != nil) {
-		b.Warnf("flow-callout: service %q: ca_certificates and tls_verify_depth are not applied; "+
-			"its certificate is verified against the system roots", p.svc.Name)
-	}
-	t, err := flowTransport(b.Resources, verify)
+	t, err := flowTransport(b.Resources, p.svc.TLS())
 	if err != nil {
 		return nil, err
 	}
@@ -200,20 +193,19 @@ type flowTransportCloser struct{ *http.Transport }
 
 func (t flowTransportCloser) Close() error { t.CloseIdleConnections(); return nil }
 
-// flowTransport is one keep-alive pool per TLS setting, shared across
-// reloads. Timeouts are per request (see flowWatchdog), not per transport.
-func flowTransport(res *Resources, verify bool) (*http.Transport, error) {
+// flowTransport is one keep-alive pool per TLS setting (verify, trusted
+// CAs, depth: ServiceTLS.Key), shared by the services that have it and
+// across reloads. Timeouts are per request (see flowWatchdog), not per
+// transport.
+func flowTransport(res *Resources, st ServiceTLS) (*http.Transport, error) {
 	if res == nil {
 		res = NewResources()
 	}
-	c, err := res.Get(fmt.Sprintf("flow-callout-transport|verify=%t", verify), func() (io.Closer, error) {
+	c, err := res.Get("flow-callout-transport|"+st.Key(), func() (io.Closer, error) {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		return flowTransportCloser{&http.Transport{
-			DialContext: d.DialContext,
-			TLSClientConfig: &tls.Config{
-				InsecureSkipVerify: !verify, //nolint:gosec // the service's tls_verify: false
-				MinVersion:         tls.VersionTLS12,
-			},
+			DialContext:         d.DialContext,
+			TLSClientConfig:     st.ClientConfig(),
 			MaxIdleConns:        256,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,

@@ -1,6 +1,7 @@
 package flows_test
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -765,18 +766,23 @@ func TestFlowCalloutE2EPreserveOriginalBody(t *testing.T) {
 // says tls_verify: false, so httptest's self-signed certificate fails the
 // flow before the service sees a request and the route's on_flow_error
 // handling answers (403 here; under continue the stored result is a 502
-// naming the certificate). ca_certificates and tls_verify_depth are not
-// applied and never turn verification off. tls_verify: false calls it.
+// naming the certificate). ca_certificates naming another CA and a
+// tls_verify_depth never turn verification off. tls_verify: false calls it.
 func TestFlowCalloutE2ETLSService(t *testing.T) {
+	other := flows.NewTLSTestCA(t, "another private CA", nil)
+	const otherID = "4e3ad2e4-0bc4-4638-8e34-c84a417ba39b"
+	otherCA := "ca_certificates:\n" + other.Entity(otherID)
 	cases := []struct {
 		name, extra string
+		top         string // top-level sections
 		verified    bool
 	}{
-		{"tls_verify unset", "", true},
-		{"tls_verify true", "    tls_verify: true\n", true},
-		{"ca_certificates and tls_verify_depth", "    ca_certificates: [4e3ad2e4-0bc4-4638-8e34-c84a417ba39b]\n    tls_verify_depth: 3\n", true},
-		{"tls_verify false", "    tls_verify: false\n", false},
-		{"tls_verify false, depth 0", "    tls_verify: false\n    tls_verify_depth: 0\n", false},
+		{"tls_verify unset", "", "", true},
+		{"tls_verify true", "    tls_verify: true\n", "", true},
+		{"another CA and tls_verify_depth", "    ca_certificates: [" + otherID + "]\n    tls_verify_depth: 3\n", otherCA, true},
+		{"tls_verify false", "    tls_verify: false\n", "", false},
+		{"tls_verify false, depth 0", "    tls_verify: false\n    tls_verify_depth: 0\n", "", false},
+		{"tls_verify false, another CA", "    tls_verify: false\n    ca_certificates: [" + otherID + "]\n", otherCA, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -785,7 +791,7 @@ func TestFlowCalloutE2ETLSService(t *testing.T) {
 				t.Fatalf("flow server URL %q", flow.URL)
 			}
 			up, upHits := countingUpstream(t)
-			h := envoytest.Start(t, e2eSeedConfig(flow.URL, "", false, c.extra), envoytest.Options{Upstream: up})
+			h := envoytest.Start(t, e2eSeedConfig(flow.URL, "", false, c.extra)+c.top, envoytest.Options{Upstream: up})
 			resp, body := e2eOrder(t, h)
 			if !c.verified {
 				wantStatus(t, resp, body, 200)
@@ -812,7 +818,7 @@ func TestFlowCalloutE2ETLSService(t *testing.T) {
 			}
 
 			// Continuing, the stored result names the certificate problem.
-			if err := h.Reload(e2eSeedConfig(flow.URL, "", true, c.extra)); err != nil {
+			if err := h.Reload(e2eSeedConfig(flow.URL, "", true, c.extra) + c.top); err != nil {
 				t.Fatal(err)
 			}
 			resp, body = e2eOrder(t, h)
@@ -827,6 +833,65 @@ func TestFlowCalloutE2ETLSService(t *testing.T) {
 				t.Errorf("flow service got %d requests", n)
 			}
 		})
+	}
+}
+
+// A flow service whose certificate comes from a private CA (through an
+// intermediate): trusted when the service lists that CA in ca_certificates
+// (the section is loaded, not ignored), refused when it lists another CA or
+// when tls_verify_depth 0 forbids the intermediate. Reloads switch between
+// them.
+func TestFlowCalloutE2EPrivateCA(t *testing.T) {
+	root := flows.NewTLSTestCA(t, "private root", nil)
+	inter := flows.NewTLSTestCA(t, "private intermediate", root)
+	other := flows.NewTLSTestCA(t, "another root", nil)
+	const rootID, otherID = "0f4c9a52-3d1e-4b7a-9c2d-5e6f7a8b9c0d", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+	flow := newFlowServerE2E(200, `{"allowed":true,"user":"ann"}`)
+	flow.TLS = &tls.Config{Certificates: []tls.Certificate{inter.ServerCert(t)}}
+	flow.Config.ErrorLog = log.New(io.Discard, "", 0)
+	flow.StartTLS()
+	t.Cleanup(flow.Close)
+	if !strings.HasPrefix(flow.URL, "https://127.0.0.1:") {
+		t.Fatalf("flow server URL %q", flow.URL)
+	}
+	cfg := func(svc string) string {
+		return e2eSeedConfig(flow.URL, "", false, svc) + "ca_certificates:\n" + root.Entity(rootID) + other.Entity(otherID)
+	}
+	h := envoytest.Start(t, cfg("    tls_verify: true\n    ca_certificates: ["+rootID+"]\n"), envoytest.Options{})
+	resp, body := e2eOrder(t, h)
+	wantStatus(t, resp, body, 200)
+	if r := flow.only(t); r.Method != "POST" || r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody {
+		t.Errorf("flow got %s %s %q", r.Method, r.Path, r.Body)
+	}
+	if e := envoytest.DecodeEcho(t, body); e.Header("X-Security-User") != "ann" || e.Header("X-Security-Status") != "200" {
+		t.Errorf("upstream headers %v", e.Headers)
+	}
+
+	for i, svc := range []string{
+		"    ca_certificates: [" + otherID + "]\n",
+		"    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 0\n",
+	} {
+		if err := h.Reload(cfg(svc)); err != nil {
+			t.Fatal(err)
+		}
+		resp, body = e2eOrder(t, h)
+		wantE2EDenied(t, resp, body)
+		if n := flowRuns(t, h, "my-shared-security-flow", flows.FlowResultTransportError); n != float64(i+1) {
+			t.Errorf("sidecall_flow_runs_total{result=transport_error} = %v, want %d", n, i+1)
+		}
+	}
+	if n := flow.count(); n != 1 {
+		t.Errorf("flow service got %d requests, want only the verified one", n)
+	}
+
+	// depth 1 allows the one intermediate again.
+	if err := h.Reload(cfg("    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = e2eOrder(t, h)
+	wantStatus(t, resp, body, 200)
+	if n := flow.count(); n != 2 {
+		t.Errorf("flow service got %d requests, want 2", n)
 	}
 }
 

@@ -873,34 +873,125 @@ func TestFlowCalloutWithServerless(t *testing.T) {
 	}
 }
 
-// ca_certificates and tls_verify_depth are not applied to a verified flow
-// service: the load says so (once per flow-callout), and says nothing when
-// the service is not verified or sets neither.
-func TestFlowCalloutTLSOptionsWarn(t *testing.T) {
+// A flow service behind a private CA: verified against the service's
+// ca_certificates only (not the system roots), with tls_verify_depth as
+// OpenSSL's depth (the most intermediates between the server certificate
+// and a listed CA). A certificate that does not verify fails the flow
+// before the service sees a request (on_flow_error: 403); the stored
+// result says why.
+func TestFlowCalloutPrivateCA(t *testing.T) {
+	root := NewTLSTestCA(t, "private root", nil)
+	other := NewTLSTestCA(t, "other root", nil)
+	inter1 := NewTLSTestCA(t, "intermediate 1", root)
+	inter2 := NewTLSTestCA(t, "intermediate 2", inter1)
+	var hits atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"allowed":true,"user":"ann"}`)
+	})
+	direct := StartTLSServer(t, root.ServerCert(t), h)     // leaf signed by root
+	oneInter := StartTLSServer(t, inter1.ServerCert(t), h) // leaf, inter1 | root
+	twoInter := StartTLSServer(t, inter2.ServerCert(t), h) // leaf, inter2, inter1 | root
+	const rootID, otherID = caIDA, caIDB
+	entities := "ca_certificates:\n" + root.Entity(rootID) + other.Entity(otherID)
+
 	for _, c := range []struct {
-		name, extra string
-		warn        bool
+		name   string
+		srv    *httptest.Server
+		svc    string
+		ok     bool
+		reason string // in the stored error when !ok
 	}{
-		{"ca_certificates", "    ca_certificates: [4e3ad2e4-0bc4-4638-8e34-c84a417ba39b]\n", true},
-		{"tls_verify_depth", "    tls_verify_depth: 2\n", true},
-		{"both, tls_verify true", "    tls_verify: true\n    tls_verify_depth: 2\n    ca_certificates: [a]\n", true},
-		{"tls_verify false", "    tls_verify: false\n    tls_verify_depth: 2\n    ca_certificates: [a]\n", false},
-		{"neither", "", false},
+		{"system roots only", direct, "", false, "certificate"},
+		{"tls_verify true, no ca_certificates", direct, "    tls_verify: true\n", false, "certificate"},
+		{"its CA", direct, "    ca_certificates: [" + rootID + "]\n", true, ""},
+		{"another CA", direct, "    ca_certificates: [" + otherID + "]\n", false, "certificate"},
+		{"another CA and its CA", direct, "    ca_certificates: [" + otherID + ", " + rootID + "]\n", true, ""},
+		{"tls_verify false, another CA", direct, "    tls_verify: false\n    ca_certificates: [" + otherID + "]\n", true, ""},
+		{"direct, depth 0", direct, "    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 0\n", true, ""},
+		{"one intermediate, no depth", oneInter, "    ca_certificates: [" + rootID + "]\n", true, ""},
+		{"one intermediate, depth 0", oneInter, "    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 0\n", false, "1 intermediate CA certificates, more than tls_verify_depth 0"},
+		{"one intermediate, depth 1", oneInter, "    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 1\n", true, ""},
+		{"one intermediate, depth 2", oneInter, "    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 2\n", true, ""},
+		{"one intermediate, another CA", oneInter, "    ca_certificates: [" + otherID + "]\n", false, "certificate"},
+		{"two intermediates, depth 1", twoInter, "    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 1\n", false, "2 intermediate CA certificates, more than tls_verify_depth 1"},
+		{"two intermediates, depth 2", twoInter, "    ca_certificates: [" + rootID + "]\n    tls_verify_depth: 2\n", true, ""},
+		{"two intermediates, tls_verify false, depth 0", twoInter, "    tls_verify: false\n    tls_verify_depth: 0\n", true, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			core, logs := observer.New(zap.WarnLevel)
-			cfg := strings.Replace(seedConfig("https://127.0.0.1:1", ""), "    retries: 2\n", "    retries: 2\n"+c.extra, 1)
-			res := NewResources()
-			defer res.Close()
-			s, err := Load("kong.yml", []byte(cfg), LoadOptions{Registry: flowRegistry(), Resources: res, Log: zap.New(core)})
-			if err != nil {
-				t.Fatalf("load: %v", err)
+			hits.Store(0)
+			cfg := strings.Replace(seedConfig(c.srv.URL, entities), "    retries: 2\n", "    retries: 0\n"+c.svc, 1)
+			s := loadFlows(t, cfg)
+			x := runMain(t, s, "orders")
+			got := storedResult(t, x, "security_check_result")
+			if c.ok {
+				if x.Reply != nil || got["status"] != 200 || got["failed"] != false {
+					t.Fatalf("want the flow called: reply %v, stored %v", x.Reply, got)
+				}
+				if hits.Load() != 1 {
+					t.Errorf("flow service hits %d, want 1", hits.Load())
+				}
+				return
 			}
-			defer s.Close()
-			n := logs.FilterMessageSnippet("ca_certificates and tls_verify_depth are not applied").Len()
-			if c.warn && n != 1 || !c.warn && n != 0 {
-				t.Errorf("%d warnings, want warned=%v; all: %v", n, c.warn, logs.All())
+			wantDenied(t, x, 403, deniedBody)
+			msg, _ := got["error"].(string)
+			if got["status"] != 502 || got["failed"] != true || !strings.Contains(msg, c.reason) {
+				t.Errorf("stored %v, want a 502 whose error has %q", got, c.reason)
+			}
+			if n := hits.Load(); n != 0 {
+				t.Errorf("flow service got %d requests over an unverified connection", n)
 			}
 		})
+	}
+}
+
+// One transport per distinct TLS setting: services (and reloads) with the
+// same CAs, depth and tls_verify share it; a different CA or depth gets its
+// own, and the old warning about unapplied options is gone.
+func TestFlowCalloutTransportPerTLSSetting(t *testing.T) {
+	root, other := NewTLSTestCA(t, "root", nil), NewTLSTestCA(t, "other", nil)
+	entities := "ca_certificates:\n" + root.Entity(caIDA) + other.Entity(caIDB)
+	res := NewResources()
+	defer res.Close()
+	core, logs := observer.New(zap.WarnLevel)
+	load := func(svc string) {
+		t.Helper()
+		cfg := strings.Replace(seedConfig("https://127.0.0.1:1", entities), "    retries: 2\n", "    retries: 2\n"+svc, 1)
+		s, err := Load("kong.yml", []byte(cfg), LoadOptions{Registry: flowRegistry(), Resources: res, Log: zap.New(core)})
+		if err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		s.Close()
+	}
+	count := func() int {
+		n := 0
+		res.Each(func(k string, _ io.Closer) {
+			if strings.HasPrefix(k, "flow-callout-transport|") {
+				n++
+			}
+		})
+		return n
+	}
+	for i, c := range []struct {
+		svc  string
+		want int
+	}{
+		{"    ca_certificates: [" + caIDA + "]\n", 1},
+		{"    ca_certificates: [" + caIDA + "]\n", 1}, // reload: same
+		{"    ca_certificates: [" + caIDA + ", " + caIDA + "]\n", 1},
+		{"    ca_certificates: [" + caIDB + "]\n", 2},
+		{"    ca_certificates: [" + caIDB + "]\n    tls_verify_depth: 1\n", 3},
+		{"    tls_verify: false\n    ca_certificates: [" + caIDB + "]\n", 4},
+		{"    tls_verify: false\n    tls_verify_depth: 3\n", 4}, // unverified: one transport
+		{"", 5}, // system roots
+	} {
+		load(c.svc)
+		if n := count(); n != c.want {
+			t.Errorf("after load %d: %d transports, want %d", i, n, c.want)
+		}
+	}
+	if n := logs.FilterMessageSnippet("not applied").Len(); n != 0 {
+		t.Errorf("%d 'not applied' warnings", n)
 	}
 }

@@ -176,6 +176,7 @@ func build(b *Builder, cfg *Config) *Snapshot {
 	s := &Snapshot{Services: map[string]*Service{}, byName: map[string]*Route{}}
 	b.services = s.Services
 	b.Config = cfg
+	cas := loadCACertificates(b, cfg.CACertificates)
 
 	// Services.
 	for i := range cfg.Services {
@@ -190,6 +191,7 @@ func build(b *Builder, cfg *Config) *Snapshot {
 			continue
 		}
 		u := serviceURL(b, sc, at)
+		resolveServiceTLS(b, sc, at, u, cas)
 		s.Services[sc.Name] = &Service{Name: sc.Name, URL: u, Config: sc}
 	}
 
