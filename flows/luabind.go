@@ -159,7 +159,7 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 	if c == nil {
 		return nil
 	}
-	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup, vaults: c.vaults})
+	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup, vaults: c.vaults, chunk: c.path})
 	if err == nil {
 		return nil
 	}
@@ -213,6 +213,7 @@ type exchangeHost struct {
 	dir    string
 	lookup func(string) (string, bool)
 	vaults map[string]envVault
+	chunk  Path // the chunk being run, "" for templates
 }
 
 var _ lua.Host = (*exchangeHost)(nil)
@@ -396,9 +397,14 @@ func (h *exchangeHost) Shared() map[string]any {
 	return h.x.Shared
 }
 
+// Logger is where print and kong.log go: the request's logger, with the
+// chunk's config path so a log line says which chunk wrote it.
 func (h *exchangeHost) Logger() *zap.Logger {
 	if h.x.Log == nil {
 		return zap.NewNop()
+	}
+	if h.chunk != "" {
+		return h.x.Log.With(zap.String("chunk", string(h.chunk)))
 	}
 	return h.x.Log
 }

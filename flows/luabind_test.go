@@ -522,6 +522,9 @@ kong.log.debug("d")
 		if got := e.ContextMap()["request_id"]; got != "req-1" {
 			t.Errorf("entry %d %q: request_id %v, want req-1", i, e.Message, got)
 		}
+		if got := e.ContextMap()["chunk"]; got != "plugins[0].config.access[0]" {
+			t.Errorf("entry %d %q: chunk %v, want the chunk's config path", i, e.Message, got)
+		}
 	}
 
 	c := mustChunk(t, `error("boom")`)
