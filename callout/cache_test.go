@@ -4,16 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sidecall/sidecall/envoy/envoytest/netport"
 	"github.com/sidecall/sidecall/flows"
 )
 
@@ -31,7 +30,7 @@ func startRedis(t *testing.T) (port int, kill func()) {
 		}
 		t.Skip("redis-server not installed (apt-get install redis-server); skipping Redis cache test")
 	}
-	port = stablePort(t)
+	port = netport.Stable(t)
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -65,31 +64,6 @@ func redisPong(port int) bool {
 	buf := make([]byte, 7)
 	n, _ := io.ReadFull(c, buf)
 	return string(buf[:n]) == "+PONG\r\n"
-}
-
-func stablePort(t *testing.T) int {
-	t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
-	for i := 0; lo > 12000 && i < 500; i++ {
-		p := 10000 + rand.IntN(lo-10000)
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			l.Close()
-			return p
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func redisCfg(url string, port, ttl int, byLua string) string {

@@ -3,12 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"os"
-	"strconv"
 	"strings"
-
 	"testing"
 	"time"
 
@@ -16,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sidecall/sidecall/envoy/envoytest/netport"
 	"github.com/sidecall/sidecall/flows"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
@@ -150,34 +146,7 @@ func access(t *testing.T, p flows.Plugin, x *flows.Exchange) error {
 	return p.(flows.AccessPlugin).Access(ctx, x)
 }
 
-// freePort returns a free 127.0.0.1 port for a broker started later, taken
-// below the kernel's ephemeral range: a client redialling a port inside it
-// while nothing listens can connect to itself (TCP simultaneous open) and
-// hold the port, so the broker's bind fails ("address already in use").
-func freePort(t *testing.T) int {
-	t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
-	for i := 0; lo > 12000 && i < 500; i++ {
-		p := 10000 + rand.IntN(lo-10000)
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			l.Close()
-			return p
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return netport.Stable(t) }
 
 // FreePort is freePort for the kafka_test package.
 var FreePort = freePort

@@ -38,7 +38,11 @@ func startServe(t *testing.T, cfg string, extra ...string) *served {
 	s := &served{grpc: freePort(t), admin: freePort(t), stderr: &syncBuf{}, done: make(chan int, 1)}
 	args := append([]string{"serve", "-c", cfg, "--grpc-listen", s.grpc, "--admin-listen", s.admin}, extra...)
 	exited := make(chan struct{})
-	go func() { s.done <- run(args, io.Discard, s.stderr); close(exited) }()
+	go func() {
+		code := run(args, io.Discard, s.stderr)
+		close(exited) // before the code: once wait has it, cleanup sees the exit
+		s.done <- code
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		select {

@@ -3,43 +3,16 @@ package main
 import (
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-)
 
-// lowPort returns a free 127.0.0.1 port for a broker started later, taken
-// below the kernel's ephemeral range: a client redialling a port inside it
-// while nothing listens can connect to itself (TCP simultaneous open) and
-// hold the port, so the broker's bind fails (see kafka/helpers_test.go).
-func lowPort(t *testing.T) int {
-	t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
-	for i := 0; lo > 12000 && i < 500; i++ {
-		p := 10000 + rand.IntN(lo-10000)
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			l.Close()
-			return p
-		}
-	}
-	t.Skip("no free port below the ephemeral range")
-	return 0
-}
+	"github.com/sidecall/sidecall/envoy/envoytest/netport"
+)
 
 // readyzStatus is /readyz's status, or 0 while the admin API does not answer.
 func readyzStatus(admin string) int {
@@ -58,7 +31,7 @@ func readyzStatus(admin string) int {
 // configured address, the reply consumer gets positioned and /readyz turns
 // 200 without a restart or reload.
 func TestReadyzWaitsForKafka(t *testing.T) {
-	port := lowPort(t)
+	port := netport.Stable(t)
 	cfg := writeConfig(t, fmt.Sprintf(`_format_version: "3.0"
 services:
   - name: app

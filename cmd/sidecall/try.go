@@ -101,6 +101,10 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// Signals are caught before the port answers: a Ctrl-C right after
+	// start stops try cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	l, err := startLocal(a, *upstream, *listen)
 	if err != nil {
 		a.close()
@@ -108,8 +112,6 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer l.close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	_ = a.watch(ctx)
 	fmt.Fprintf(stdout, "sidecall try: Envoy stand-in on %s -> %s (not a production proxy; Ctrl-C stops)\n", l.URL(), *upstream)
 	log.Info("try running", zap.String("listen", l.URL()))
