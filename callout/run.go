@@ -69,9 +69,28 @@ type result struct {
 }
 
 // Access runs the callouts, then the upstream customisation.
-func (p *Plugin) Access(ctx context.Context, x *flows.Exchange) error {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
+//
+// The plugin's deadline (p.timeout from the start) is a context made only
+// once something does I/O: a fetch, or a Redis lookup. A request served
+// from the memory cache creates no timer; at low load a new timer wakes
+// the sleeping network poller, which cost more than the hit itself.
+func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
+	ctx := parent
+	deadline := time.Now().Add(p.timeout)
+	var cancel context.CancelFunc
+	withDeadline := func() {
+		if cancel == nil {
+			ctx, cancel = context.WithDeadline(parent, deadline)
+		}
+	}
+	defer func() {
+		if cancel != nil {
+			cancel()
+		}
+	}()
+	if _, local := p.cache.(*cache.Memory); p.cache != nil && !local {
+		withDeadline()
+	}
 	calls, _ := x.Shared["callouts"].(map[string]any)
 	if calls == nil {
 		calls = map[string]any{}
@@ -93,6 +112,9 @@ func (p *Plugin) Access(ctx context.Context, x *flows.Exchange) error {
 				one = st
 				n++
 			}
+		}
+		if n > 0 {
+			withDeadline()
 		}
 		switch {
 		case n == 1:
