@@ -674,7 +674,7 @@ func (p *Plugin) cacheKey(x *flows.Exchange, name string, s *sendReq, entry map[
 	b = keyPart(b, p.scope.PluginID)
 	b = keyPart(b, name)
 	b = keyPart(b, s.method)
-	if s.canonQuery {
+	if s.canonQuery || s.u.RawQuery == "" {
 		u := *s.u
 		u.RawQuery = ""
 		b = keyPart(b, u.String())
