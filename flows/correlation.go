@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,7 @@ func newCorrelationID(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
 	if c.HeaderName == "" || !validHeaderName(c.HeaderName) {
 		b.Errorf(at.Key("header_name"), "must be a valid header name, got %q", c.HeaderName)
 	}
-	p := &correlationID{header: c.HeaderName, echo: c.EchoDownstream}
+	p := &correlationID{header: strings.ToLower(c.HeaderName), echo: c.EchoDownstream}
 	switch c.Generator {
 	case "uuid":
 		p.gen = func(*Exchange) string { return uuid.NewString() }

@@ -81,8 +81,10 @@ type Exchange struct {
 	// OriginalBody is the client's body before any plugin changed it.
 	OriginalBody []byte
 
-	reqHeadersChanged  map[string]struct{}
-	respHeadersChanged map[string]struct{}
+	// Changed header names, lower-case, each once: a handful at most, so
+	// slices beat maps.
+	reqHeadersChanged  []string
+	respHeadersChanged []string
 	pathChanged        bool
 	methodChanged      bool
 	bodyChanged        bool
@@ -119,11 +121,16 @@ func (x *Exchange) ClearHeader(name string) {
 	x.markReq(name)
 }
 
-func (x *Exchange) markReq(name string) {
-	if x.reqHeadersChanged == nil {
-		x.reqHeadersChanged = map[string]struct{}{}
+func (x *Exchange) markReq(name string) { x.reqHeadersChanged = addName(x.reqHeadersChanged, name) }
+
+func addName(names []string, name string) []string {
+	name = strings.ToLower(name)
+	for _, n := range names {
+		if n == name {
+			return names
+		}
 	}
-	x.reqHeadersChanged[strings.ToLower(name)] = struct{}{}
+	return append(names, name)
 }
 
 // SetPath changes the upstream path (without the query).
@@ -172,12 +179,7 @@ func (x *Exchange) ClearResponseHeader(name string) {
 	x.markResp(name)
 }
 
-func (x *Exchange) markResp(name string) {
-	if x.respHeadersChanged == nil {
-		x.respHeadersChanged = map[string]struct{}{}
-	}
-	x.respHeadersChanged[strings.ToLower(name)] = struct{}{}
-}
+func (x *Exchange) markResp(name string) { x.respHeadersChanged = addName(x.respHeadersChanged, name) }
 
 // SetResponseStatus changes the status sent to the client.
 func (x *Exchange) SetResponseStatus(code int) { x.Response.Status = code; x.statusChanged = true }
@@ -212,12 +214,8 @@ type Changes struct {
 func (x *Exchange) Changes() Changes {
 	c := Changes{Path: x.pathChanged, Method: x.methodChanged, Body: x.bodyChanged,
 		ResponseBody: x.respBodyChanged, Status: x.statusChanged}
-	for k := range x.reqHeadersChanged {
-		c.RequestHeaders = append(c.RequestHeaders, k)
-	}
-	for k := range x.respHeadersChanged {
-		c.ResponseHeaders = append(c.ResponseHeaders, k)
-	}
+	c.RequestHeaders = append([]string(nil), x.reqHeadersChanged...)
+	c.ResponseHeaders = append([]string(nil), x.respHeadersChanged...)
 	return c
 }
 
