@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ type appOptions struct {
 	log     *zap.Logger
 	maxRecv int
 	luaMode string // untrusted_lua: sandbox or off
+	pprof   bool   // Go profiles on the admin listener
 }
 
 const untrustedLuaUsage = "Kong's untrusted_lua: sandbox runs config Lua and $(...) in the sandbox; off rejects them at load (SIDECALL_UNTRUSTED_LUA)"
@@ -220,6 +222,13 @@ func (a *app) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"file": s.File, "loaded": s.Loaded.UTC().Format(time.RFC3339), "config": s.Redacted})
 	})
+	if a.opts.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -28,6 +28,7 @@ type serveFlags struct {
 	maxRecv     int
 	drain       time.Duration
 	drainDelay  time.Duration
+	pprof       bool
 	luaMode     string
 	luaTimeout  time.Duration
 }
@@ -36,6 +37,7 @@ func (f *serveFlags) register(fs interface {
 	StringVar(*string, string, string, string)
 	IntVar(*int, string, int, string)
 	DurationVar(*time.Duration, string, time.Duration, string)
+	BoolVar(*bool, string, bool, string)
 }) {
 	fs.StringVar(&f.config, "c", "", "config file (alias of --config)")
 	fs.StringVar(&f.config, "config", "", "config file (SIDECALL_CONFIG)")
@@ -45,6 +47,7 @@ func (f *serveFlags) register(fs interface {
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&f.maxRecv, "max-recv-msg-size", 8<<20, "largest gRPC message accepted from Envoy, bytes")
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "how long SIGTERM waits for open streams")
+	fs.BoolVar(&f.pprof, "admin-pprof", false, "serve Go profiles on the admin listener at /debug/pprof/ (keep the admin port private)")
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "after SIGTERM, keep accepting new streams this long while health reports NOT_SERVING and /readyz 503 (Envoy still draining its own connections)")
 	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
 	fs.DurationVar(&f.luaTimeout, "lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
@@ -95,7 +98,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, luaMode: f.luaMode})
+	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, luaMode: f.luaMode, pprof: f.pprof})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
