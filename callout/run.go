@@ -655,6 +655,19 @@ func (p *Plugin) finishCall(ctx context.Context, x *flows.Exchange, st *state, r
 	return nil
 }
 
+// sortedQuery is raw with its pairs sorted by name, or raw itself when it
+// is empty or has pairs a parse would drop.
+func sortedQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return raw
+	}
+	return q.Encode()
+}
+
 // cacheKey is reference §1.7's key, or caching.cache_key when by_lua set it.
 // The digest is SHA-256 over "<len>:<part>|" for each part: route, plugin,
 // callout name, method, URL without query, query sorted by name, each
@@ -674,22 +687,13 @@ func (p *Plugin) cacheKey(x *flows.Exchange, name string, s *sendReq, entry map[
 	b = keyPart(b, p.scope.PluginID)
 	b = keyPart(b, name)
 	b = keyPart(b, s.method)
-	if s.canonQuery || s.u.RawQuery == "" {
-		u := *s.u
-		u.RawQuery = ""
-		b = keyPart(b, u.String())
+	u := *s.u
+	u.RawQuery = ""
+	b = keyPart(b, u.String())
+	if s.canonQuery {
 		b = keyPart(b, s.u.RawQuery) // already sorted and encoded
 	} else {
-		// The query came from the URL or a by_lua string: key what is sent.
-		u, _ := url.Parse(s.u.String())
-		raw := u.RawQuery
-		u.RawQuery = ""
-		b = keyPart(b, u.String())
-		if q, err := url.ParseQuery(raw); err == nil {
-			b = keyPart(b, q.Encode()) // Encode sorts by name
-		} else {
-			b = keyPart(b, raw) // unparsable pairs would be dropped: key it as sent
-		}
+		b = keyPart(b, sortedQuery(s.u.RawQuery)) // from the URL or a by_lua string
 	}
 	ks := make([]string, 0, len(s.headers))
 	for k := range s.headers {

@@ -266,7 +266,7 @@ func ResolveVault(ref, dir string, lookup func(string) (string, bool)) (string, 
 }
 
 // resolveVault also knows the prefixes of the config's vaults entities.
-func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults map[string]envVault) (string, error) {
+func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults map[string]vaultEntity) (string, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}

@@ -3,6 +3,8 @@ package flows
 import (
 	"strings"
 
+	"github.com/google/uuid"
+
 	"go.uber.org/zap"
 )
 
@@ -101,6 +103,15 @@ func NewExchange(id string, req Request, log *zap.Logger) *Exchange {
 		log = zap.NewNop()
 	}
 	return &Exchange{ID: id, Request: req, Shared: map[string]any{}, Log: log, OriginalBody: req.Body}
+}
+
+// EnsureID gives the request an id when Envoy sent none, so an error body
+// and the logs about it name the same one for the rest of the request.
+func (x *Exchange) EnsureID() string {
+	if x.ID == "" {
+		x.ID = uuid.NewString()
+	}
+	return x.ID
 }
 
 // SetHeader replaces an upstream request header.

@@ -71,7 +71,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 )
@@ -182,10 +181,7 @@ func (p *flowCallout) errorReply(x *Exchange) []byte {
 	if p.errBody != nil {
 		return bytes.Clone(p.errBody) // later plugins may change the reply body in place
 	}
-	if x.ID == "" {
-		x.ID = uuid.NewString()
-	}
-	out, _ := json.Marshal(map[string]string{"message": p.errMsg, "request_id": x.ID})
+	out, _ := json.Marshal(map[string]string{"message": p.errMsg, "request_id": x.EnsureID()})
 	return out
 }
 

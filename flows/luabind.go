@@ -114,7 +114,7 @@ type LuaChunk struct {
 	path   Path
 	dir    string
 	lookup func(string) (string, bool)
-	vaults map[string]envVault
+	vaults map[string]vaultEntity
 	phase  string // overrides the Exchange's phase ("rewrite")
 }
 
@@ -212,7 +212,7 @@ type exchangeHost struct {
 	phase  string
 	dir    string
 	lookup func(string) (string, bool)
-	vaults map[string]envVault
+	vaults map[string]vaultEntity
 	chunk  Path // the chunk being run, "" for templates
 }
 

@@ -111,10 +111,10 @@ type Builder struct {
 	services  map[string]*Service
 	flowEdges map[string][]flowEdge
 
-	vaults   map[string]envVault // the config's vaults entities, by prefix
-	hidden   *strings.Replacer   // secret values → their {vault://...} references
-	hideArgs []string
-	luaOff   bool // untrusted_lua off
+	vaults   map[string]vaultEntity // the config's vaults entities, by prefix
+	hidden   *strings.Replacer      // secret values → their {vault://...} references
+	hide     [][2]string            // {secret value, reference} pairs
+	luaOff   bool                   // untrusted_lua off
 	lines    map[Path]int
 	secrets  map[Path]bool
 	problems []FieldError
@@ -202,26 +202,22 @@ func (b *Builder) hideSecret(value, ref string) {
 	if len(value) < 3 {
 		return // too short to hide without garbling the message; says little
 	}
-	b.hideArgs = append(b.hideArgs, value, ref)
+	b.hide = append(b.hide, [2]string{value, ref})
 	if q := strconv.Quote(value); q[1:len(q)-1] != value {
-		b.hideArgs = append(b.hideArgs, q[1:len(q)-1], ref)
+		b.hide = append(b.hide, [2]string{q[1 : len(q)-1], ref})
 	}
+	// Longest first, so a secret containing another is hidden whole.
+	sort.SliceStable(b.hide, func(i, j int) bool { return len(b.hide[i][0]) > len(b.hide[j][0]) })
 	b.hidden = nil
 }
 
 func (b *Builder) redact(s string) string {
-	if len(b.hideArgs) == 0 {
+	if len(b.hide) == 0 {
 		return s
 	}
 	if b.hidden == nil {
-		// Longest first, so a secret containing another is hidden whole.
-		pairs := make([][2]string, 0, len(b.hideArgs)/2)
-		for i := 0; i+1 < len(b.hideArgs); i += 2 {
-			pairs = append(pairs, [2]string{b.hideArgs[i], b.hideArgs[i+1]})
-		}
-		sort.SliceStable(pairs, func(i, j int) bool { return len(pairs[i][0]) > len(pairs[j][0]) })
-		args := make([]string, 0, len(b.hideArgs))
-		for _, p := range pairs {
+		args := make([]string, 0, 2*len(b.hide))
+		for _, p := range b.hide {
 			args = append(args, p[0], p[1])
 		}
 		b.hidden = strings.NewReplacer(args...)

@@ -26,8 +26,8 @@ type VaultBackendConfig struct {
 	Base64Decode bool   `yaml:"base64_decode"` // env (Kong 3.11+)
 }
 
-// envVault is a vault entity resolved by prefix.
-type envVault struct {
+// vaultEntity is a vaults entry of the config (env or fs), by prefix.
+type vaultEntity struct {
 	backend string // "env" or "file"
 	prefix  string // env variable prefix, or the fs directory
 	base64  bool
@@ -52,14 +52,14 @@ func loadVaults(b *Builder, n *yaml.Node) {
 		case v.Prefix == "env" || v.Prefix == "file":
 			b.Errorf(at+".prefix", "%q is a built-in vault name", v.Prefix)
 			continue
-		case b.vaults[v.Prefix] != (envVault{}):
+		case b.vaults[v.Prefix] != (vaultEntity{}):
 			b.Errorf(at+".prefix", "duplicate vault prefix %q", v.Prefix)
 			continue
 		}
-		var ev envVault
+		var ev vaultEntity
 		switch v.Name {
 		case "env":
-			ev = envVault{backend: "env", prefix: v.Config.Prefix, base64: v.Config.Base64Decode}
+			ev = vaultEntity{backend: "env", prefix: v.Config.Prefix, base64: v.Config.Base64Decode}
 		case "fs":
 			if v.Config.Prefix == "" {
 				b.Errorf(at+".config.prefix", "required for the fs vault (the secrets directory)")
@@ -69,7 +69,7 @@ func loadVaults(b *Builder, n *yaml.Node) {
 				b.Errorf(at+".config.base64_decode", "only for the env vault")
 				continue
 			}
-			ev = envVault{backend: "file", prefix: v.Config.Prefix}
+			ev = vaultEntity{backend: "file", prefix: v.Config.Prefix}
 		case "":
 			b.Errorf(at+".name", "required")
 			continue
@@ -78,7 +78,7 @@ func loadVaults(b *Builder, n *yaml.Node) {
 			continue
 		}
 		if b.vaults == nil {
-			b.vaults = map[string]envVault{}
+			b.vaults = map[string]vaultEntity{}
 		}
 		b.vaults[v.Prefix] = ev
 	}

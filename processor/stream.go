@@ -14,7 +14,6 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -173,10 +172,8 @@ func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) 
 			st.x.Attributes[k] = attrString(v)
 		}
 	}
-	parsed := false
 	if st.snap.MatchUsesHeaders() {
 		copyHeaders(st.x.Request.Headers, hm)
-		parsed = true
 	}
 	route, caps := st.selectRoute(req)
 	if route != nil {
@@ -190,8 +187,8 @@ func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) 
 	st.needs = st.pipe.Needs()
 	st.srv.metrics.routeStream(st.route).Inc()
 	if !st.pipe.Empty() {
-		if !parsed {
-			copyHeaders(st.x.Request.Headers, hm)
+		if !st.snap.MatchUsesHeaders() {
+			copyHeaders(st.x.Request.Headers, hm) // not done for the router
 		}
 		st.obs = st.srv.metrics.observer(st.route)
 		if st.x.ID != "" {
@@ -208,16 +205,24 @@ func headerValue(h *corev3.HeaderValue) string {
 	return h.GetValue() // Envoy sends raw_value; other clients may not
 }
 
-// copyHeaders adds hm's regular headers to dst with lower-case names.
-func copyHeaders(dst flows.Headers, hm *corev3.HeaderMap) {
+// copyHeaders adds hm's regular headers to dst with lower-case names and
+// returns :status, if hm has it (response headers).
+func copyHeaders(dst flows.Headers, hm *corev3.HeaderMap) (status int) {
 	for _, h := range hm.GetHeaders() {
 		k := h.GetKey()
-		if len(k) == 0 || k[0] == ':' {
+		if len(k) == 0 {
+			continue
+		}
+		if k[0] == ':' {
+			if strings.EqualFold(k, ":status") {
+				status, _ = strconv.Atoi(headerValue(h))
+			}
 			continue
 		}
 		k = strings.ToLower(k)
 		dst[k] = append(dst[k], headerValue(h))
 	}
+	return status
 }
 
 func attrString(v *structpb.Value) string {
@@ -353,20 +358,7 @@ func (st *stream) accessWithBody(wrap func(*extprocv3.CommonResponse) *extprocv3
 
 func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	resp := flows.Response{Headers: flows.Headers{}}
-	for _, hv := range h.GetHeaders().GetHeaders() {
-		v := string(hv.GetRawValue())
-		if v == "" {
-			v = hv.GetValue()
-		}
-		k := strings.ToLower(hv.GetKey())
-		if k == ":status" {
-			resp.Status, _ = strconv.Atoi(v)
-			continue
-		}
-		if !strings.HasPrefix(k, ":") {
-			resp.Headers[k] = append(resp.Headers[k], v)
-		}
-	}
+	resp.Status = copyHeaders(resp.Headers, h.GetHeaders())
 	st.x.Response = resp
 	st.x.ResetChanges()
 	st.wantRespBody = st.needs.ResponseBody && !h.GetEndOfStream()
@@ -544,9 +536,7 @@ func (st *stream) errorReply(err error, requestPath bool) *extprocv3.ProcessingR
 		st.x = flows.NewExchange("", flows.Request{}, st.srv.log)
 		st.pipe = nil
 	}
-	if st.x.ID == "" {
-		st.x.ID = uuid.NewString() // before logging: the log and the reply name the same id
-	}
+	st.x.EnsureID() // before logging: the log and the reply name the same id
 	if he.Status >= 500 {
 		// srv.log: x.Log may already carry request_id (a duplicate JSON key).
 		st.srv.log.Error("request failed", zap.Int("status", he.Status), zap.String("message", he.Message),
