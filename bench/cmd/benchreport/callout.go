@@ -12,8 +12,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -21,14 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/sidecall/sidecall/bench/load"
 	"github.com/sidecall/sidecall/callout"
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
-	"github.com/sidecall/sidecall/flows"
-	"github.com/sidecall/sidecall/processor"
 )
 
 func init() {
@@ -207,37 +199,11 @@ func runCallout() (string, error) {
 	defer srv.Close()
 	base := "http://" + hl.Addr().String()
 
-	dir, err := os.MkdirTemp("", "sidecall-callout-bench")
+	conn, stop, err := inProcess(coBenchConfig(base))
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	res := flows.NewResources()
-	defer res.Close()
-	snap, err := flows.Load(filepath.Join(dir, "kong.yml"), []byte(coBenchConfig(base)),
-		flows.LoadOptions{Registry: wire.Registry(), Resources: res})
-	if err != nil {
-		return "", err
-	}
-	holder := &processor.Holder{}
-	holder.Swap(snap)
-	defer func() {
-		if s := holder.Current(); s != nil {
-			s.Close()
-		}
-	}()
-	g := processor.New(processor.Options{Holder: holder}).GRPCServer()
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { _ = g.Serve(gl) }()
-	defer g.Stop()
-	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
+	defer stop()
 	tr := coTransport()
 	defer tr.CloseIdleConnections()
 

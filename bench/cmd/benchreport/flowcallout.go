@@ -17,8 +17,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,13 +28,10 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sidecall/sidecall/bench/load"
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/flows"
-	"github.com/sidecall/sidecall/processor"
 )
 
 func init() {
@@ -223,37 +218,11 @@ func runFlowCallout() (string, error) {
 	go func() { _ = srv.Serve(hl) }()
 	defer srv.Close()
 
-	dir, err := os.MkdirTemp("", "sidecall-flow-bench")
+	conn, stop, err := inProcess(fcBenchConfig("http://" + hl.Addr().String()))
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	res := flows.NewResources()
-	defer res.Close()
-	snap, err := flows.Load(filepath.Join(dir, "kong.yml"), []byte(fcBenchConfig("http://"+hl.Addr().String())),
-		flows.LoadOptions{Registry: wire.Registry(), Resources: res})
-	if err != nil {
-		return "", err
-	}
-	holder := &processor.Holder{}
-	holder.Swap(snap)
-	defer func() {
-		if s := holder.Current(); s != nil {
-			s.Close()
-		}
-	}()
-	g := processor.New(processor.Options{Holder: holder}).GRPCServer()
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { _ = g.Serve(gl) }()
-	defer g.Stop()
-	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
+	defer stop()
 
 	var flowOK, flowBad atomic.Int64
 	flows.SetFlowObserver(func(_, result string, _ time.Duration) {

@@ -9,9 +9,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -21,15 +18,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sidecall/sidecall/bench/load"
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/flows/expr"
 	"github.com/sidecall/sidecall/flows/lua"
-	"github.com/sidecall/sidecall/processor"
 )
 
 func init() {
@@ -201,40 +194,14 @@ func runLua() (string, error) {
 	})
 
 	// --- pre-function against the pass-through route ---
-	dir, err := os.MkdirTemp("", "sidecall-lua-bench")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	res := flows.NewResources()
-	defer res.Close()
-	snap, err := flows.Load(filepath.Join(dir, "kong.yml"), []byte(luaBenchConfig),
-		flows.LoadOptions{Registry: wire.Registry(), Resources: res})
-	if err != nil {
-		return "", err
-	}
-	holder := &processor.Holder{}
-	holder.Swap(snap)
-	defer func() {
-		if s := holder.Current(); s != nil {
-			s.Close()
-		}
-	}()
 	var luaFailures atomic.Int64
 	flows.SetLuaObserver(func(bool) { luaFailures.Add(1) })
 	defer flows.SetLuaObserver(nil)
-	g := processor.New(processor.Options{Holder: holder}).GRPCServer()
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	conn, stop, err := inProcess(luaBenchConfig)
 	if err != nil {
 		return "", err
 	}
-	go func() { _ = g.Serve(gl) }()
-	defer g.Stop()
-	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
+	defer stop()
 
 	scenarios := []struct {
 		label string
