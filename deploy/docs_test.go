@@ -124,13 +124,6 @@ func TestDocBlockChecksFail(t *testing.T) {
 	}
 }
 
-// outsideRepo are the relative links allowed to leave the repository, with why. Any other
-// link that climbs out of it is an error: it would be broken wherever the repository is
-// read on its own.
-var outsideRepo = map[string]string{
-	"../shared/ARCHITECTURE.md": "README: the team's shared folder beside the checkout",
-}
-
 var (
 	mdFence      = regexp.MustCompile("^\\s{0,3}(```|~~~)")
 	mdHeading    = regexp.MustCompile(`^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$`)
@@ -219,7 +212,8 @@ func parseMarkdown(src string) mdDoc {
 }
 
 // checkMarkdownLinks checks the relative links of files (paths relative to root): each
-// names an existing file or folder inside root (or one of outsideRepo), and each #anchor an
+// names an existing file or folder inside root (a link that climbs out of root would be
+// broken wherever the repository is read on its own), and each #anchor an
 // existing heading of the Markdown file it points to (or a GitHub #L line anchor of another
 // file). It returns what it visited, file to resolved targets, for further checks.
 func checkMarkdownLinks(root string, files []string) (map[string][]string, []error) {
@@ -268,10 +262,8 @@ func checkMarkdownLinks(root string, files []string) (map[string][]string, []err
 				}
 				dest = filepath.Join(filepath.Dir(abs), p)
 				if r, err := filepath.Rel(root, dest); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
-					if _, ok := outsideRepo[p]; !ok {
-						errs = append(errs, fmt.Errorf("%s: leaves the repository", at))
-						continue
-					}
+					errs = append(errs, fmt.Errorf("%s: leaves the repository", at))
+					continue
 				}
 				if !fileExists(dest) {
 					errs = append(errs, fmt.Errorf("%s: no such file %s", at, dest))

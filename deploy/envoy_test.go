@@ -92,14 +92,14 @@ func structTo(v *structpb.Struct, m proto.Message) error {
 	return protojson.Unmarshal(b, m)
 }
 
-// checkExtProc checks what ValidateAll cannot: the settings sidecall's contract needs.
+// checkExtProc checks what ValidateAll cannot: the settings sidecall needs.
 func checkExtProc(ep *extprocv3.ExternalProcessor, at string) (cluster string, errs []error) {
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(at+": "+f, a...)) }
 	if !ep.GetAllowModeOverride() {
 		bad("allow_mode_override must be true: sidecall asks for bodies per route with mode_override")
 	}
 	if !slices.Contains(ep.GetRequestAttributes(), "xds.route_name") {
-		bad("request_attributes must include xds.route_name (route selection, contract §3)")
+		bad("request_attributes must include xds.route_name (sidecall picks the route by it)")
 	}
 	pm := ep.GetProcessingMode()
 	if pm.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND {

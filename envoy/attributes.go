@@ -12,7 +12,7 @@ import (
 
 var headerAttr = regexp.MustCompile(`^(request|response)\.headers\[\s*['"]([^'"]+)['"]\s*\]$`)
 
-// evalAttributes evaluates the configured attribute expressions (§5.1):
+// evalAttributes evaluates the configured attribute expressions as Envoy does:
 // strings stay strings, integers become numbers, missing values are left
 // out. Only plain attribute names and header lookups are understood; any
 // other CEL expression evaluates to "missing". Called with mu held.

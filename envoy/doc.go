@@ -1,8 +1,7 @@
 // Package envoy is an Envoy-faithful ext_proc client: a stand-in for Envoy's
 // HTTP connection manager with one envoy.filters.http.ext_proc filter and a
 // router, used by tests, benchmarks and `sidecall try`. Behaviour follows
-// shared/spec/envoy-ext-proc.md (Envoy 1.37–1.39); the section numbers in
-// comments refer to it.
+// Envoy 1.37–1.39's ext_proc filter.
 //
 // Use:
 //
@@ -26,10 +25,10 @@
 // over BufferLimit), STREAMED (pipelined, first chunk coalesced), and
 // BUFFERED_PARTIAL; content-length stripping and the mutated-body check;
 // CONTINUE_AND_REPLACE; clear_route_cache gated on a header mutation;
-// mode_override per §2.4; ImmediateResponse on either path; early close
+// mode_override; ImmediateResponse on either path; early close
 // once nothing is left to process; half-close then reset, or graceful.
 //
-// Choices where the spec is silent or Envoy cannot be copied:
+// Choices where Envoy is silent or cannot be copied:
 //   - FULL_DUPLEX_STREAMED and observability_mode are not implemented: New
 //     rejects a filter-level FULL_DUPLEX_STREAMED, and a route or
 //     mode_override asking for it (or GRPC) behaves as NONE.

@@ -151,7 +151,7 @@ const (
 	checkFail
 )
 
-// check is Envoy's mutation_rules Checker::check (spec §3.3).
+// check is Envoy's mutation_rules Checker::check.
 func (r *rules) check(op checkOp, name, value string) checkResult {
 	deny := checkIgnore
 	if r.disallowIsError {
@@ -280,7 +280,7 @@ type mutationCtx struct {
 	onRejected func()
 }
 
-// applyHeaderMutation is MutationUtils::applyHeaderMutations (spec §3.2).
+// applyHeaderMutation is Envoy's MutationUtils::applyHeaderMutations.
 // Changes made before an error stay applied, as in Envoy.
 func applyHeaderMutation(m *headerMap, mut *extprocv3.HeaderMutation, c mutationCtx) error {
 	if mut == nil {
@@ -377,7 +377,7 @@ func checkContentLength(m *headerMap, bodyLen int) error {
 	return nil
 }
 
-// applyBodyMutation returns the new body for target (spec §3.4).
+// applyBodyMutation returns the new body for target.
 func applyBodyMutation(target []byte, bm *extprocv3.BodyMutation) []byte {
 	switch x := bm.GetMutation().(type) {
 	case *extprocv3.BodyMutation_Body:

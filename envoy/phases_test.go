@@ -279,7 +279,7 @@ func TestModeOverride(t *testing.T) {
 			t.Fatalf("kinds %s", k)
 		}
 	})
-	// §2.4: body modes always come from the override, so one with no body
+	// mode_override: body modes always come from the override, so one with no body
 	// field turns a BUFFERED base into NONE (the body is never sent).
 	t.Run("no_body_field_turns_buffered_base_into_none", func(t *testing.T) {
 		base := func() *ProcessingMode {

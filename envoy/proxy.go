@@ -255,7 +255,7 @@ func (d *direction) nothingConfiguredLocked(f *filter) bool {
 	return d.nothingConfigured()
 }
 
-// applyHeadersReply applies a HeadersResponse's CommonResponse (§3.1). It
+// applyHeadersReply applies a HeadersResponse's CommonResponse. It
 // returns the replacement body for CONTINUE_AND_REPLACE with a body_mutation.
 func (f *filter) applyHeadersReply(d *direction, hm *headerMap, cr *extprocv3.CommonResponse, stripCL bool) (*[]byte, error) {
 	if cr == nil {
@@ -296,7 +296,7 @@ func (f *filter) mutationFailed(err error) *terminal {
 }
 
 // clearRouteCache honours clear_route_cache only together with a
-// header_mutation in the same CommonResponse (§3.6), then re-runs Route.
+// header_mutation in the same CommonResponse, as Envoy does, then re-runs Route.
 func (f *filter) clearRouteCache(cr *extprocv3.CommonResponse, hm *headerMap) {
 	if !cr.GetClearRouteCache() {
 		return
@@ -430,7 +430,7 @@ func upstreamFailure() *http.Response {
 }
 
 // requestHeaders builds the request header map as Envoy's HCM has it when
-// ext_proc runs (§6).
+// ext_proc runs.
 func requestHeaders(r *http.Request) *headerMap {
 	hm := &headerMap{}
 	path := r.RequestURI
@@ -488,7 +488,7 @@ func newUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// shouldStripCL is shouldRemoveContentLength (§3.5), decided from the mode
+// shouldStripCL is Envoy's shouldRemoveContentLength, decided from the mode
 // before any reply.
 func shouldStripCL(bm extprocfilterv3.ProcessingMode_BodySendMode, headerSend bool) bool {
 	switch bm {

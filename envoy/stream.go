@@ -380,9 +380,10 @@ func (f *filter) spuriousLocked() {
 	f.failLocked(&terminal{kind: "spurious", status: f.p.cfg.StatusOnError, details: "spurious_message"})
 }
 
-// applyModeOverride is §2.4: base is the filter-level mode, DEFAULT header
-// and trailer fields keep the base, body fields always come from the
-// override, and the result applies to both directions.
+// applyModeOverride applies mode_override as Envoy does: base is the
+// filter-level mode, DEFAULT header and trailer fields keep the base, body
+// fields always come from the override, and the result applies to both
+// directions.
 func (f *filter) applyModeOverride(o *ProcessingMode) {
 	base := f.p.cfg.ProcessingMode
 	m := &ProcessingMode{
@@ -424,7 +425,7 @@ func (f *filter) applyModeOverride(o *ProcessingMode) {
 	f.resp.setMode(m)
 }
 
-// overrideTimeout handles override_message_timeout (§1.7).
+// overrideTimeout handles override_message_timeout.
 func (f *filter) overrideTimeout(v *durationpb.Duration) {
 	f.p.stats.OverrideMessageTimeoutReceived.Add(1)
 	d := f.req

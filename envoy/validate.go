@@ -44,7 +44,7 @@ func ValidateBootstrapFile(path string) error {
 // ValidateBootstrap loads a YAML bootstrap the way Envoy does (strict
 // protojson), runs protoc-gen-validate on it and on every Any inside it
 // (PGV does not look into Any), then the ext_proc checks Envoy makes at
-// load time (§7.1). All problems are returned, joined.
+// load time. All problems are returned, joined.
 func ValidateBootstrap(yamlBytes []byte) error {
 	js, err := yaml.YAMLToJSON(yamlBytes)
 	if err != nil {

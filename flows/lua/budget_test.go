@@ -70,7 +70,7 @@ func TestBudgetCountsInstructions(t *testing.T) {
 	}
 }
 
-// Bombs that only the time limit used to stop are stopped by the budget
+// Bombs that the time limit alone would let run are stopped by the budget
 // (the time limit here is a minute, so nothing else can), whatever builds
 // the memory: VM instructions, library calls, or conversion to Go.
 func TestBudgetStopsBombs(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 // The `..` operator is the one string builder no library cap reaches: in
 // gopher-lua it is a VM instruction, and one instruction can build a
 // string of any size outside the time limit (`s = s .. s .. s .. s` in a
-// loop reached hundreds of MB and ran 5x past a 100 ms limit). So chunks
+// loop reaches hundreds of MB and runs far past the limit). So chunks
 // are compiled with every `a .. b .. c` replaced by a call of concatName,
 // which does what the instruction does, capped at Options.MaxStringLen.
 

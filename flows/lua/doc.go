@@ -5,7 +5,7 @@
 // budget. The PDK is bound
 // to a Host, which the flows package implements over its Exchange.
 //
-// Choices where the contract is silent:
+// Choices where Kong is silent:
 //   - Globals: assert, error, next, select, tonumber, tostring, type,
 //     unpack, rawequal, rawget, rawset (not on sandbox tables),
 //     setmetatable, getmetatable, pairs/ipairs (honouring __pairs), pcall and
@@ -49,7 +49,7 @@
 //     1024 steps and is bounded by the time limit.
 //   - Errors build no gopher-lua stack traceback when the stack is deep
 //     (it lists one line per tail call: a tail-call loop stopped by the
-//     limit used to spend hundreds of ms and MB on it); pcall and xpcall
+//     limit would spend hundreds of ms and MB on it); pcall and xpcall
 //     are sidecall's own for that reason, and xpcall's handler runs after
 //     the failed call has unwound (nothing can tell without debug). string.find/match/gmatch/gsub
 //     use sidecall's own Lua 5.1 matcher, which checks the time limit as it

@@ -219,12 +219,13 @@ const tracebackLevels = 1000
 // keepErr is the error handler of every protected call; the error value
 // is kept as it is. Without a handler gopher-lua builds a stack traceback
 // with one line per tail call: after a tail-call loop that is millions of
-// lines, built outside the time limit (a loop stopped at 100 ms took up to
-// 450 ms and 200 MB more). With a handler it builds none, but it also
-// leaves the failed frames' upvalues open, so a closure made there would
-// read registers reused later. So on an ordinary stack the handler raises
-// the value again, handler-less, which closes them (and costs a short
-// traceback); only past tracebackLevels is the value returned as is.
+// lines, built outside the time limit (a loop stopped at 100 ms would take
+// several times that and hundreds of MB more). With a handler it builds
+// none, but it also leaves the failed frames' upvalues open, so a closure
+// made there would read registers reused later. So on an ordinary stack
+// the handler raises the value again, handler-less, which closes them (and
+// costs a short traceback); only past tracebackLevels is the value
+// returned as is.
 func keepErr(L *glua.LState) int {
 	if _, deep := L.GetStack(tracebackLevels); !deep {
 		L.Error(L.Get(1), 0)

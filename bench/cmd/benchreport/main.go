@@ -322,7 +322,7 @@ func coreReport(rows []row, n, rounds int) string {
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %v | %v | %.1f µs | %s | %s |\n", r.name, r.c, r.res.PerSecond(),
 			r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer)/float64(time.Microsecond), ratioCPU, ratioTP)
 	}
-	fmt.Fprintf(&b, "\nTargets (issue 2): pass-through CPU per stream <= 1.15x the floor, correlation-id <= 1.3x. This run:")
+	fmt.Fprintf(&b, "\nTargets: pass-through CPU per stream <= 1.15x the floor, correlation-id <= 1.3x. This run:")
 	for _, r := range rows {
 		target, key := 0.0, ""
 		switch r.scenario {

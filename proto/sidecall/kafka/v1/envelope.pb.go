@@ -1,4 +1,4 @@
-// The Kafka envelope of sidecall's kafka-request-reply plugin (contract §6).
+// The Kafka envelope of sidecall's kafka-request-reply plugin.
 //
 // Encodings: JSON (the default) or binary protobuf.
 //
