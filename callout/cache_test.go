@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sidecall/sidecall/envoy/envoytest/netport"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/netport"
 )
 
-// startRedis runs a throwaway redis-server on a free 127.0.0.1 port.
 // startRedis runs a throwaway redis-server on a free 127.0.0.1 port below
 // the kernel's ephemeral range (a dial to a port inside it while nothing
 // listens can connect to itself and hold the port), ready once it answers
@@ -75,10 +74,10 @@ func redisCfg(url string, port, ttl int, byLua string) string {
   cache: {strategy: redis, cache_ttl: %d, redis: {host: 127.0.0.1, port: %d, connect_timeout: 200, read_timeout: 200, send_timeout: 200}}}`, url, resp, ttl, port)
 }
 
-// Rows 50, 52, 54: Redis hit, miss, TTL expiry, shared between two
-// instances built from separate builders (two sidecall replicas), and the
-// seed's response.by_lua cache key.
-func TestRedisCache_Rows50_52_54(t *testing.T) {
+// Redis hit, miss, TTL expiry, shared between two instances built from
+// separate builders (two sidecall replicas), and a cache key set by
+// response.by_lua.
+func TestRedisCacheSharedAcrossReplicas(t *testing.T) {
 	port, _ := startRedis(t)
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
@@ -141,9 +140,9 @@ func TestRedisDownCallsThrough(t *testing.T) {
 	}
 }
 
-// Rows 50, 53, 54: memory TTL expiry, bypass, shared across builders that
+// Memory TTL expiry, bypass, shared across builders that
 // share Resources (one process), errors never cached.
-func TestMemoryCache_Rows50_53(t *testing.T) {
+func TestMemoryCacheTTLBypassAndErrors(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, map[string]string{"token": "t"})
 	res := flows.NewResources()

@@ -173,7 +173,7 @@ func TestCacheKeyComposition(t *testing.T) {
 	}
 	key := func(params map[string]any, removed ...string) (string, *sendReq) {
 		t.Helper()
-		s, err := buildSend(x, &callout{url: literal("")}, map[string]any{"request": map[string]any{"params": params}}, removed)
+		s, err := p.sendFromParams(x, &callout{url: &template{}}, map[string]any{"request": map[string]any{"params": params}}, removed)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestCacheKeyComposition(t *testing.T) {
 	if _, s := key(m); s.canonQuery {
 		t.Fatal("a string query is not canonical")
 	}
-	s, _ := buildSend(x, &callout{url: literal("")}, map[string]any{"request": map[string]any{"params": base()}}, nil)
+	s, _ := p.sendFromParams(x, &callout{url: &template{}}, map[string]any{"request": map[string]any{"params": base()}}, nil)
 	for _, q := range []*Plugin{{scope: flows.Scope{Route: "r2", PluginID: "p1"}}, {scope: flows.Scope{Route: "r1", PluginID: "p2"}}} {
 		if q.cacheKey(x, "c", s, map[string]any{}) == k0 {
 			t.Fatalf("scope %+v gives the same key", q.scope)

@@ -2,10 +2,10 @@ package callout
 
 import (
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/httpx"
 	"gopkg.in/yaml.v3"
 )
 
@@ -193,8 +193,6 @@ func calloutDefaults() CalloutConfig {
 	return c
 }
 
-var methodRE = regexp.MustCompile(`^[A-Z]+$`)
-
 // validate reports every problem in c at its path.
 func validate(b *flows.Builder, c *Config, at flows.Path) {
 	cs := at.Key("callouts")
@@ -221,7 +219,7 @@ func validate(b *flows.Builder, c *Config, at flows.Path) {
 				b.Errorf(rp.Key("url"), "must be an http or https URL, got %q", redactIfSecret(b, rp.Key("url"), r.URL))
 			}
 		}
-		if !methodRE.MatchString(r.Method) {
+		if !httpx.ValidMethod(r.Method) {
 			b.Errorf(rp.Key("method"), "must match ^[A-Z]+$, got %q", r.Method)
 		}
 		t := r.HTTPOpts.Timeouts
@@ -255,7 +253,7 @@ func validate(b *flows.Builder, c *Config, at flows.Path) {
 		ep := rp.Key("error")
 		switch e.OnError {
 		case "":
-			// fail, or retry when retries is set (contract §5)
+			// fail, or retry when retries is set (see onError)
 		case "fail", "continue", "retry":
 		default:
 			b.Errorf(ep.Key("on_error"), "must be one of continue, fail, retry, got %q", e.OnError)
@@ -331,8 +329,8 @@ func redactIfSecret(b *flows.Builder, at flows.Path, s string) string {
 	return s
 }
 
-// onError returns the effective policy (contract §5: retries without
-// on_error means retry).
+// onError returns the effective policy: retries without on_error means
+// retry.
 func (e *ErrorConfig) onError() string {
 	if e.OnError != "" {
 		return e.OnError

@@ -1,8 +1,11 @@
 package callout
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/sidecall/sidecall/internal/graph"
 )
 
 // waves groups callouts (indexes) so that every callout comes after all it
@@ -10,89 +13,32 @@ import (
 // length k, in declaration order. sequential puts one callout per wave in
 // Kong's stable topological order. It returns an error naming a cycle.
 func waves(names []string, deps [][]int, sequential bool) ([][]int, error) {
-	n := len(names)
-	level := make([]int, n)
-	state := make([]int, n) // 0 new, 1 visiting, 2 done
-	var stack []int
-	var visit func(i int) error
-	visit = func(i int) error {
-		switch state[i] {
-		case 1:
-			var cyc []string
-			start := 0
-			for k, v := range stack {
-				if v == i {
-					start = k
-				}
-			}
-			for _, v := range stack[start:] {
-				cyc = append(cyc, names[v])
-			}
-			cyc = append(cyc, names[i])
-			return fmt.Errorf("dependency cycle: %s", strings.Join(cyc, " -> "))
-		case 2:
-			return nil
+	if cyc := graph.Cycle(deps); cyc != nil {
+		ns := make([]string, len(cyc))
+		for i, v := range cyc {
+			ns[i] = names[v]
 		}
-		state[i] = 1
-		stack = append(stack, i)
-		lv := 0
-		for _, d := range deps[i] {
-			if err := visit(d); err != nil {
-				return err
-			}
-			if level[d]+1 > lv {
-				lv = level[d] + 1
-			}
-		}
-		stack = stack[:len(stack)-1]
-		level[i] = lv
-		state[i] = 2
-		return nil
-	}
-	for i := 0; i < n; i++ {
-		if err := visit(i); err != nil {
-			return nil, err
-		}
+		return nil, fmt.Errorf("dependency cycle: %s", strings.Join(ns, " -> "))
 	}
 	if sequential {
-		// Kong: stable topological sort, declaration order breaks ties.
-		done := make([]bool, n)
-		var out [][]int
-		for len(out) < n {
-			progressed := false
-			for i := 0; i < n; i++ {
-				if done[i] {
-					continue
-				}
-				ready := true
-				for _, d := range deps[i] {
-					if !done[d] {
-						ready = false
-						break
-					}
-				}
-				if ready {
-					done[i] = true
-					out = append(out, []int{i})
-					progressed = true
-					break
-				}
-			}
-			if !progressed {
-				return nil, fmt.Errorf("dependency cycle")
-			}
+		order, ok := graph.StableOrder(deps)
+		if !ok {
+			return nil, errors.New("dependency cycle")
+		}
+		out := make([][]int, len(order))
+		for k, i := range order {
+			out[k] = []int{i}
 		}
 		return out, nil
 	}
-	max := 0
-	for _, l := range level {
-		if l > max {
-			max = l
-		}
+	depth := graph.Depths(deps)
+	n := 0
+	for _, d := range depth {
+		n = max(n, d+1)
 	}
-	out := make([][]int, max+1)
-	for i := 0; i < n; i++ {
-		out[level[i]] = append(out[level[i]], i)
+	out := make([][]int, n)
+	for i, d := range depth {
+		out[d] = append(out[d], i)
 	}
 	return out, nil
 }

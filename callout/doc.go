@@ -1,15 +1,23 @@
 // Package callout is sidecall's request-callout plugin: Kong 3.14's schema
-// and behaviour (spec reference §1) with the contract's choices (spec §5).
+// and behaviour, with the choices below where Kong's docs are silent.
 //
 // Per request, callouts run in waves of a dependency DAG built from
 // depends_on plus every callouts.<name> reference found in a callout's
 // templates and by_lua; a by_lua that reads the callouts table dynamically
 // depends on every callout declared before it. Within a wave the plugin
-// goroutine renders templates, builds request.params and runs request.by_lua
-// (one callout at a time, in declaration order), then the HTTP calls run in
-// parallel (errgroup, max_parallel), then the plugin goroutine applies the
-// error policy, stores responses, runs response.by_lua and writes the cache.
+// goroutine renders templates and runs request.by_lua (one callout at a
+// time, in declaration order), then the HTTP calls run in parallel
+// (errgroup, max_parallel), then the plugin goroutine applies the error
+// policy, stores responses, runs response.by_lua and writes the cache.
 // Only the plugin goroutine touches the Exchange.
+//
+// Kong's request.params table is built only when something may read it:
+// a by_lua of the plugin, a template reading callouts.<name>.request, or
+// another plugin of the file mentioning the callouts. Otherwise the request
+// is built from the compiled config directly.
+//
+// Clients (transports, caches) are built by Provision, shared by key with
+// every route and reload using the same settings.
 //
 // Choices where Kong's docs are silent:
 //   - Plugin options beyond Kong: concurrency (parallel | sequential,
@@ -33,7 +41,7 @@
 //   - Hop-by-hop headers, Host and Content-Length are never forwarded to a
 //     callout (a custom Host sets the request's Host). traceparent and
 //     tracestate are propagated unless set by the callout. Default
-//     User-Agent: sidecall/<Version>/request-callout.
+//     User-Agent: sidecall/<version>/request-callout (Options.Version).
 //   - A response body that fails JSON decoding is stored as text, with a
 //     warning. Response bodies are capped at 8 MiB (larger is an error).
 //   - Cache: only non-error results are stored; entries hold the response
@@ -43,7 +51,7 @@
 //     headers excluded) and body; a caching.cache_key set in request.by_lua
 //     replaces it (used as given); one set in response.by_lua stores the
 //     entry under that key as well. Concurrent misses for one key make one
-//     call (singleflight). A cache error is logged and counted
+//     call (singleflight, per plugin instance). A cache error is logged and counted
 //     (sidecall_callout_cache_total{result="error"}) and the call goes
 //     through. memory: bigcache per process, size_mb (default 64);
 //     memory.dictionary_name is accepted and ignored. redis: standalone only
@@ -54,4 +62,6 @@
 //     body PDK functions.
 //   - upstream.headers.forward=false clears every non-pseudo header (Envoy
 //     cannot remove :authority), after custom values are rendered.
+//   - kong.response.set_header (and add/clear) in a by_lua applies to the
+//     client's response; the plugin then asks Envoy for response headers.
 package callout

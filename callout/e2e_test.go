@@ -1,8 +1,7 @@
 package callout_test
 
-// End-to-end seed tests (issue #7): each example of the seeds
-// (/work/shared/seeds/kong-request-callout-overview.md and
-// kong-orchestration-article.md) as written, with its URLs pointed at local
+// End-to-end tests of the documented request-callout examples
+// (testdata/examples), each as written with its URLs pointed at local
 // httptest servers, through a real HTTP client → the envoy stand-in → a real
 // sidecall processor with every plugin (envoytest) → the upstream. What a
 // callout server received is recorded by the server; what the upstream
@@ -16,6 +15,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -88,7 +89,7 @@ func upstream(t *testing.T) (string, *atomic.Int32) {
 	return srv.URL, &n
 }
 
-// deckJSON wraps a seed's plugin object (JSON, verbatim) in a decK file
+// deckJSON wraps an example's plugin object (JSON, verbatim) in a decK file
 // (JSON, as decK accepts) with one service and a route on path.
 func deckJSON(up, route, path, plugin string) string {
 	return `{
@@ -107,7 +108,7 @@ func deckJSON(up, route, path, plugin string) string {
 }`
 }
 
-// deckYAML puts a seed's top-level plugin list (YAML, verbatim, scoped with
+// deckYAML puts an example's top-level plugin list (YAML, verbatim, scoped with
 // route:/service:) under a decK file declaring that service and route.
 func deckYAML(up, service, route, path, plugins string) string {
 	return `_format_version: "3.0"
@@ -137,50 +138,28 @@ func replace(s string, pairs ...string) string {
 	return strings.NewReplacer(pairs...).Replace(s)
 }
 
+// example reads testdata/examples/<file>.
+func example(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "examples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 const mocky = "https://run.mocky.io/v3/3d380788-e25f-4101-970b-70e95eacf892"
 
-// tokenServer plays the seed's mocky.io token service: {"token": tok}.
+// tokenServer plays the examples' token service: {"token": tok}.
 func tokenServer(t *testing.T, tok string) *calloutSrv {
 	return startCallout(t, func(int, *http.Request) (int, any) { return 200, map[string]string{"token": tok} })
 }
 
-// Overview, example 1: "A callout that requests a token upstream and
-// inserts it in the upstream request."
-const seedTokenInjection = `{
-	"name": "request-callout",
-	"config": {
-		"callouts": [
-			{
-				"name": "auth1",
-				"request": {
-					"url": "https://run.mocky.io/v3/3d380788-e25f-4101-970b-70e95eacf892",
-					"method": "GET",
-					"query": {
-						"forward": true
-					}
-				},
-				"response": {
-					"body": {
-						"store": true,
-						"decode": true
-					}
-				}
-			}
-		],
-		"upstream": {
-			"headers": {
-				"custom": {
-					"Authorization": "Bearer $(callouts.auth1.response.body.token)"
-				}
-			}
-		}
-	}
-}`
-
-func TestE2ESeedTokenInjection(t *testing.T) {
+// A callout that requests a token and inserts it in the upstream request.
+func TestE2EExampleTokenInjection(t *testing.T) {
 	tok := tokenServer(t, "tok-123")
 	up, ups := upstream(t)
-	h := envoytest.Start(t, deckJSON(up, "api", "/api", replace(seedTokenInjection, mocky, tok.URL+"/v3/token")), envoytest.Options{Upstream: up})
+	h := envoytest.Start(t, deckJSON(up, "api", "/api", replace(example(t, "token-injection.json"), mocky, tok.URL+"/v3/token")), envoytest.Options{Upstream: up})
 
 	resp, body := h.Get(t, "/api/orders?user=7&x=1", "Authorization", "Bearer client")
 	e := decodeEcho(t, resp, body)
@@ -202,43 +181,9 @@ func TestE2ESeedTokenInjection(t *testing.T) {
 	}
 }
 
-// Overview, example 2: "A callout that retries a failed request".
-const seedRetry = `{
-	"name": "request-callout",
-	"config": {
-		"callouts": [
-			{
-				"name": "auth1",
-				"request": {
-					"url": "https://run.mocky.io/v3/3d380788-e25f-4101-970b-70e95eacf892",
-					"method": "GET",
-					"query": {
-						"forward": true
-					},
-					"error": {
-						"http_statuses": [500, 502, 503],
-						"retries": 3
-					}
-				},
-				"response": {
-					"body": {
-						"store": true,
-						"decode": true
-					}
-				}
-			}
-		],
-		"upstream": {
-			"headers": {
-				"custom": {
-					"Authorization": "Bearer $(callouts.auth1.response.body.token)"
-				}
-			}
-		}
-	}
-}`
-
-func TestE2ESeedRetryThreeCalls(t *testing.T) {
+// A callout that retries a failed request, then gives up with the fail
+// response.
+func TestE2EExampleRetryThenExhausted(t *testing.T) {
 	// A server failing twice, then succeeding.
 	srv := startCallout(t, func(n int, _ *http.Request) (int, any) {
 		switch n {
@@ -250,11 +195,11 @@ func TestE2ESeedRetryThreeCalls(t *testing.T) {
 		return 200, map[string]string{"token": "third-time"}
 	})
 	up, ups := upstream(t)
-	// Besides the seed, a post-function passes the callout context's retry
-	// bookkeeping (reference §1: request.retries, request.n_retries) upstream.
+	// Besides the example, a post-function passes the callout context's
+	// retry bookkeeping (request.retries, request.n_retries) upstream.
 	const showRetries = `,
 	{"name": "post-function", "config": {"access": ["local r = kong.ctx.shared.callouts.auth1.request; kong.service.request.set_header('X-Retries', r.n_retries .. ' ' .. r.retries[1].reason .. ' ' .. r.retries[1].http_code .. ' ' .. r.retries[2].http_code)"]}}`
-	h := envoytest.Start(t, deckJSON(up, "api", "/api", replace(seedRetry, mocky, srv.URL)+showRetries), envoytest.Options{Upstream: up})
+	h := envoytest.Start(t, deckJSON(up, "api", "/api", replace(example(t, "retry.json"), mocky, srv.URL)+showRetries), envoytest.Options{Upstream: up})
 
 	resp, body := h.Get(t, "/api?q=1")
 	e := decodeEcho(t, resp, body)
@@ -276,7 +221,7 @@ func TestE2ESeedRetryThreeCalls(t *testing.T) {
 	// Retries exhausted (1 + 3 attempts): the client gets the callout
 	// error, the upstream is not called.
 	bad := startCallout(t, func(int, *http.Request) (int, any) { return 502, nil })
-	if err := h.Reload(deckJSON(up, "api", "/api", replace(seedRetry, mocky, bad.URL))); err != nil {
+	if err := h.Reload(deckJSON(up, "api", "/api", replace(example(t, "retry.json"), mocky, bad.URL))); err != nil {
 		t.Fatal(err)
 	}
 	resp, body = h.Get(t, "/api")
@@ -288,53 +233,14 @@ func TestE2ESeedRetryThreeCalls(t *testing.T) {
 	}
 }
 
-// Overview, example 3: "A callout that caches the result".
-const seedCaching = `{
-	"name": "request-callout",
-	"config": {
-		"callouts": [
-			{
-				"name": "auth1",
-				"request": {
-					"url": "https://run.mocky.io/v3/3d380788-e25f-4101-970b-70e95eacf892",
-					"method": "GET",
-					"query": {
-						"forward": true
-					},
-					"error": {
-						"http_statuses": [500, 502, 503],
-						"retries": 3
-					}
-				},
-				"response": {
-					"body": {
-						"store": true,
-						"decode": true
-					}
-				}
-			}
-		],
-		"upstream": {
-			"headers": {
-				"custom": {
-					"Authorization": "Bearer $(callouts.auth1.response.body.token)"
-				}
-			}
-		},
-		"cache": {
-			"strategy": "memory",
-			"cache_ttl": 360
-		}
-	}
-}`
-
-func TestE2ESeedCaching(t *testing.T) {
+// A callout whose result is cached in memory.
+func TestE2EExampleMemoryCache(t *testing.T) {
 	var n atomic.Int32
 	srv := startCallout(t, func(int, *http.Request) (int, any) {
 		return 200, map[string]string{"token": "tok-" + strconv.Itoa(int(n.Add(1)))}
 	})
 	up, ups := upstream(t)
-	h := envoytest.Start(t, deckJSON(up, "api", "/api", replace(seedCaching, mocky, srv.URL)), envoytest.Options{Upstream: up})
+	h := envoytest.Start(t, deckJSON(up, "api", "/api", replace(example(t, "caching.json"), mocky, srv.URL)), envoytest.Options{Upstream: up})
 
 	for i := 1; i <= 2; i++ {
 		resp, body := h.Get(t, "/api?user=1")
@@ -371,7 +277,7 @@ func httpbin(t *testing.T, uuid string) *calloutSrv {
 	})
 }
 
-// checkAggregate checks the client got the seed's aggregated JSON from
+// checkAggregate checks the client got the example's aggregated JSON from
 // kong.response.exit, both callouts were called once and the upstream
 // never.
 func checkAggregate(t *testing.T, resp *http.Response, body []byte, bin *calloutSrv, ups *atomic.Int32, uuid string) {
@@ -402,154 +308,37 @@ func checkAggregate(t *testing.T, resp *http.Response, body []byte, bin *callout
 	}
 }
 
-// Overview, example 4: "A 'Request Collapsing' callout".
-const seedRequestCollapsing = `{
-	"name": "request-callout",
-	"config": {
-		"callouts": [
-			{
-				"name": "c1",
-				"request": {
-					"url": "http://httpbin.org/uuid",
-					"method": "GET"
-				},
-				"response": {
-					"body": {
-						"decode": true
-					}
-				}
-			},
-			{
-				"name": "c2",
-				"request": {
-					"url": "http://httpbin.org/anything",
-					"method": "GET"
-				},
-				"response": {
-					"body": {
-						"decode": true
-					}
-				}
-			}
-		],
-		"upstream": {
-			"by_lua": "kong.response.exit(200, { uuid = kong.ctx.shared.callouts.c1.response.body.uuid, origin = kong.ctx.shared.callouts.c2.response.body.url})"
-		}
-	}
-}`
-
-func TestE2ESeedRequestCollapsing(t *testing.T) {
+// Request collapsing: upstream.by_lua answers from two callouts.
+func TestE2EExampleRequestCollapsing(t *testing.T) {
 	const uuid = "3d545847-6500-4c78-bc32-75996d23e3f6"
 	bin := httpbin(t, uuid)
 	up, ups := upstream(t)
-	h := envoytest.Start(t, deckJSON(up, "collapse", "/collapse", replace(seedRequestCollapsing, "http://httpbin.org", bin.URL)), envoytest.Options{Upstream: up})
+	h := envoytest.Start(t, deckJSON(up, "collapse", "/collapse", replace(example(t, "request-collapsing.json"), "http://httpbin.org", bin.URL)), envoytest.Options{Upstream: up})
 	resp, body := h.Get(t, "/collapse")
 	checkAggregate(t, resp, body, bin, ups, uuid)
 }
 
-// Orchestration article, "Aggregation" (top-level plugin scoped to a route
-// and service, YAML).
-const seedAggregation = `- name: request-callout
-  enabled: true
-  config:
-    callouts:
-    - name: c1
-      request:
-        method: GET
-        url: http://httpbin.org/uuid
-      response:
-        body:
-          decode: true
-    - name: c2
-      request:
-        method: GET
-        url: http://httpbin.org/anything
-      response:
-        body:
-          decode: true
-    upstream:
-      by_lua: kong.response.exit(200, { uuid = kong.ctx.shared.callouts.c1.response.body.uuid,
-          origin = kong.ctx.shared.callouts.c2.response.body.url})
-  protocols:
-  - grpc
-  - grpcs
-  - http
-  - https
-  route: callout-aggregate-route
-  service: callout-aggregate
-`
-
-func TestE2ESeedAggregation(t *testing.T) {
+// Aggregation, as a top-level plugin scoped to a route and service (YAML).
+func TestE2EExampleAggregation(t *testing.T) {
 	const uuid = "0b5a3c55-4d1e-4a8e-9a51-6f0b7e3c2d11"
 	bin := httpbin(t, uuid)
 	up, ups := upstream(t)
 	cfg := deckYAML(up, "callout-aggregate", "callout-aggregate-route", "/callout-aggregate",
-		replace(seedAggregation, "http://httpbin.org", bin.URL))
+		replace(example(t, "aggregation.yaml"), "http://httpbin.org", bin.URL))
 	h := envoytest.Start(t, cfg, envoytest.Options{Upstream: up})
 	// curl http://localhost:8000/callout-aggregate
 	resp, body := h.Get(t, "/callout-aggregate")
 	checkAggregate(t, resp, body, bin, ups, uuid)
 }
 
-// Orchestration article, "Orchestration".
-const seedOrchestration = `- name: request-callout
-  enabled: true
-  config:
-    callouts:
-    - name: c1
-      request:
-        method: GET
-        url: https://jsonplaceholder.typicode.com/users/1
-      response:
-        body:
-          decode: true
-    - name: c2
-      request:
-        method: GET
-        url: https://jsonplaceholder.typicode.com/posts
-        query:
-          custom:
-            userId: $(callouts.c1.response.body.id)
-      response:
-        body:
-          decode: true
-    upstream:
-      by_lua: |
-        local user = kong.ctx.shared.callouts.c1.response.body
-        local posts = kong.ctx.shared.callouts.c2.response.body
-        -- Filter posts (e.g., only those with user matching)
-        local filtered_posts = {}
-        for _, post in ipairs(posts) do
-          if post.userId == user.id then
-            table.insert(filtered_posts, post)
-          end
-        end
-        local combined = {
-          user = user,
-          posts = filtered_posts
-        }
-        kong.response.set_header("Content-Type", "application/json")
-        kong.response.exit(200, combined)
-  protocols:
-  - http
-  - https
-  route: callout-orchestrate-route
-  service: callout-orchestrate
-`
-
-// The article's jsonplaceholder data (user 1 and user 1's first posts),
-// plus one post of user 2.
-const seedUser = `{"address":{"suite":"Apt. 556","city":"Gwenborough","zipcode":"92998-3874","street":"Kulas Light","geo":{"lng":"81.1496","lat":"-37.3159"}},"company":{"catchPhrase":"Multi-layered client-server neural-net","bs":"harness real-time e-markets","name":"Romaguera-Crona"},"website":"hildegard.org","id":1,"phone":"1-770-736-8031 x56442","email":"Sincere@april.biz","username":"Bret","name":"Leanne Graham"}`
-
-const seedPosts = `[{"title":"sunt aut facere repellat provident occaecati excepturi optio reprehenderit","userId":1,"body":"quia et suscipit\nsuscipit recusandae consequuntur expedita et cum\nreprehenderit molestiae ut ut quas totam\nnostrum rerum est autem sunt rem eveniet architecto","id":1},{"title":"qui est esse","userId":1,"body":"est rerum tempore vitae\nsequi sint nihil reprehenderit dolor beatae ea dolores neque\nfugiat blanditiis voluptate porro vel nihil molestiae ut reiciendis\nqui aperiam non debitis possimus qui neque nisi nulla","id":2},{"title":"et ea vero quia laudantium autem","userId":2,"body":"delectus reiciendis molestiae occaecati non minima eveniet qui voluptatibus","id":11}]`
-
-func TestE2ESeedOrchestration(t *testing.T) {
+// Orchestration: c2 uses c1's answer; upstream.by_lua combines both.
+func TestE2EExampleOrchestration(t *testing.T) {
 	var user map[string]any
 	var posts []map[string]any
-	if err := json.Unmarshal([]byte(seedUser), &user); err != nil {
+	if err := json.Unmarshal([]byte(example(t, "jsonplaceholder-user.json")), &user); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal([]byte(seedPosts), &posts); err != nil {
+	if err := json.Unmarshal([]byte(example(t, "jsonplaceholder-posts.json")), &posts); err != nil {
 		t.Fatal(err)
 	}
 	// The user service's answer for /users/1; its id is what c2 must use.
@@ -581,7 +370,7 @@ func TestE2ESeedOrchestration(t *testing.T) {
 	})
 	up, ups := upstream(t)
 	cfg := deckYAML(up, "callout-orchestrate", "callout-orchestrate-route", "/callout-orchestrate",
-		replace(seedOrchestration, "https://jsonplaceholder.typicode.com", jp.URL))
+		replace(example(t, "orchestration.yaml"), "https://jsonplaceholder.typicode.com", jp.URL))
 	h := envoytest.Start(t, cfg, envoytest.Options{Upstream: up})
 
 	check := func(id int, wantPosts []map[string]any) {
@@ -619,7 +408,7 @@ func TestE2ESeedOrchestration(t *testing.T) {
 			t.Fatalf("upstream called %d times", ups.Load())
 		}
 	}
-	// The article's output: user 1 and user 1's posts.
+	// The documented output: user 1 and user 1's posts.
 	check(1, roundTrip(t, posts[:2]))
 	// Another id from c1 reaches c2's query.
 	userID.Store(2)
@@ -639,36 +428,8 @@ func roundTrip(t *testing.T, v []map[string]any) []map[string]any {
 	return out
 }
 
-// Orchestration article, "Auth Header Injection". The seed's kcsvault is a
-// Kong vault entity; sidecall's vaults are env and file (spec §2), so the
-// references use the env vault.
-const seedAuthHeader = `- name: request-callout
-  enabled: true
-  config:
-    callouts:
-    - name: auth
-      request:
-        url: "{vault://kcsvault/TOKEN_URL}"
-        method: POST
-        body:
-          custom:
-            grant_type: client_credentials
-            client_id: "{vault://kcsvault/CLIENT_ID}"
-            client_secret: "{vault://kcsvault/CLIENT_SECRET}"
-            audience: https://api.apiprimer.com
-      response:
-        body:
-          store: true
-          decode: true
-    upstream:
-      headers:
-        custom:
-          Authorization: Bearer $(callouts.auth.response.body.access_token)
-  route: callout-auth-route
-  service: callout-auth
-`
-
-func TestE2ESeedVaultAuthHeader(t *testing.T) {
+// Auth header injection with client credentials from a vault.
+func TestE2EExampleAuthHeaderFromVault(t *testing.T) {
 	const jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzaWRlY2FsbCJ9.c2lnbmF0dXJl"
 	idp := startCallout(t, func(_ int, r *http.Request) (int, any) {
 		if r.Method != "POST" || r.URL.Path != "/oauth/token" {
@@ -681,9 +442,9 @@ func TestE2ESeedVaultAuthHeader(t *testing.T) {
 	t.Setenv("CLIENT_SECRET", "s3cr3t-from-the-vault")
 	up, ups := upstream(t)
 	// (Envoy, not the service url, picks the upstream and its path.)
-	// The seed's plugin as written; kcsvault is Kong's env vault entity.
+	// The example's plugin as written; kcsvault is an env vault entity.
 	cfg := "vaults:\n  - name: env\n    prefix: kcsvault\n" +
-		deckYAML(up+"/get", "callout-auth", "callout-auth-route", "/callout-auth", seedAuthHeader)
+		deckYAML(up+"/get", "callout-auth", "callout-auth-route", "/callout-auth", example(t, "auth-header-injection.yaml"))
 	h := envoytest.Start(t, cfg, envoytest.Options{Upstream: up})
 
 	// curl http://localhost:8000/callout-auth
@@ -712,51 +473,6 @@ func TestE2ESeedVaultAuthHeader(t *testing.T) {
 		t.Fatalf("token request body %v, want %v", form, want)
 	}
 }
-
-// Overview, "Lua code": response.by_lua setting the cache key (Redis cache).
-const seedResponseByLua = `{
-	"name": "request-callout",
-	"config": {
-		"callouts": [
-			{
-				"name": "auth1",
-				"request": {
-					"url": "https://run.mocky.io/v3/3d380788-e25f-4101-970b-70e95eacf892",
-					"method": "GET",
-					"query": {
-						"forward": true
-					},
-					"error": {
-						"http_statuses": [500],
-						"retries": 3
-					}
-				},
-				"response": {
-					"body": {
-						"store": true,
-						"decode": true
-					},
-					"by_lua": "kong.ctx.shared.callouts.auth1.caching.cache_key = 'some_key'"
-				}
-			}
-		],
-		"upstream": {
-			"headers": {
-				"custom": {
-					"Authorization": "Bearer $(callouts.auth1.response.body.token)"
-				}
-			}
-		},
-		"cache": {
-			"strategy": "redis",
-			"redis": {
-				"host": "localhost",
-				"port": 6379
-			},
-			"cache_ttl": 360
-		}
-	}
-}`
 
 // redisServer runs a throwaway redis-server on a free 127.0.0.1 port.
 func redisServer(t *testing.T) int {
@@ -794,14 +510,15 @@ func redisKeys(t *testing.T, port int, pattern string) []string {
 	return keys
 }
 
-func TestE2ESeedResponseByLuaCacheKey(t *testing.T) {
+// response.by_lua setting the cache key of a Redis-cached callout.
+func TestE2EExampleResponseByLuaCacheKey(t *testing.T) {
 	port := redisServer(t)
 	var n atomic.Int32
 	srv := startCallout(t, func(int, *http.Request) (int, any) {
 		return 200, map[string]string{"token": "tok-" + strconv.Itoa(int(n.Add(1)))}
 	})
 	up, ups := upstream(t)
-	plugin := replace(seedResponseByLua, mocky, srv.URL,
+	plugin := replace(example(t, "response-by-lua-cache-key.json"), mocky, srv.URL,
 		`"host": "localhost"`, `"host": "127.0.0.1"`, `"port": 6379`, `"port": `+strconv.Itoa(port))
 	h := envoytest.Start(t, deckJSON(up, "api", "/api", plugin), envoytest.Options{Upstream: up})
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/lua"
 	"go.uber.org/goleak"
 	"gopkg.in/yaml.v3"
 )
@@ -23,24 +24,36 @@ func TestMain(m *testing.M) {
 
 type env map[string]string
 
-// buildWith compiles a request-callout config (YAML or JSON) like the
-// loader, with the engine the plugin ships (flows/expr and the flows Lua
-// sandbox).
+// testFactory is the factory of the tests' registry (metrics kept
+// unregistered).
+var testFactory = newFactory(Options{Version: "test"})
+
+// buildWith compiles a request-callout config (YAML or JSON) and provisions
+// it like the loader, with its clients in res.
 func buildWith(t testing.TB, res *flows.Resources, e env, src string) (*Plugin, []flows.FieldError) {
 	t.Helper()
 	var n yaml.Node
 	if err := yaml.Unmarshal([]byte(src), &n); err != nil {
 		t.Fatalf("bad test yaml: %v", err)
 	}
+	rt := flows.NewLuaRuntime(lua.Options{})
+	t.Cleanup(rt.Sandbox.Close)
 	b := flows.NewBuilder("test.yaml")
 	b.Resources = res
+	b.Runtime = rt
 	b.Scope = flows.Scope{Route: "r1", PluginID: "p1"}
 	b.LookupEnv = func(k string) (string, bool) { v, ok := e[k]; return v, ok }
-	pl, err := newWith(b, n.Content[0], "plugins[0].config", defaultEngine)
+	p, err := compile(b, n.Content[0], "plugins[0].config", testFactory)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pl.(*Plugin), b.Problems()
+	if !b.Failed() {
+		if err := p.Provision(b); err != nil {
+			t.Fatalf("provision: %v", err)
+		}
+		t.Cleanup(p.closeExtra)
+	}
+	return p, b.Problems()
 }
 
 func build(t testing.TB, src string) *Plugin {

@@ -1,44 +1,114 @@
 package callout
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+	"sync/atomic"
 
-var (
-	mRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sidecall_callout_requests_total",
-		Help: "Callout HTTP attempts by callout and status class (2xx..5xx, or error for transport failures).",
-	}, []string{"callout", "status_class"})
-	mRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sidecall_callout_retries_total",
-		Help: "Callout retries.",
-	}, []string{"callout"})
-	mCache = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sidecall_callout_cache_total",
-		Help: "Callout cache lookups by result (hit, miss, error).",
-	}, []string{"callout", "result"})
-	mDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "sidecall_callout_duration_seconds",
-		Help:    "Callout HTTP attempt latency.",
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-	}, []string{"callout"})
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collectors returns request-callout's metrics for registration.
-func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{mRequests, mRetries, mCache, mDuration}
+// metrics are one registry's request-callout collectors.
+type metrics struct {
+	requests *prometheus.CounterVec
+	retries  *prometheus.CounterVec
+	cache    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// newMetrics makes the collectors and registers them with reg (nil: kept
+// unregistered). A registry that already has them keeps its own.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecall_callout_requests_total",
+			Help: "Callout HTTP attempts by callout and status class (2xx..5xx, or error for transport failures).",
+		}, []string{"callout", "status_class"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecall_callout_retries_total",
+			Help: "Callout retries.",
+		}, []string{"callout"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecall_callout_cache_total",
+			Help: "Callout cache lookups by result (hit, miss, error).",
+		}, []string{"callout", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sidecall_callout_duration_seconds",
+			Help:    "Callout HTTP attempt latency.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"callout"}),
+	}
+	if reg != nil {
+		m.requests = register(reg, m.requests)
+		m.retries = register(reg, m.retries)
+		m.cache = register(reg, m.cache)
+		m.duration = register(reg, m.duration)
+	}
+	return m
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old
+			}
+		}
+		panic(err)
+	}
+	return c
+}
+
+// series are one callout's series, resolved once at load so a request
+// does no label lookup. The requests series are made on first use, so
+// only status classes that happened show up.
+type series struct {
+	m        *metrics
+	name     string
+	hit      prometheus.Counter
+	miss     prometheus.Counter
+	retries  prometheus.Counter
+	duration prometheus.Observer
+	requests [10]atomic.Pointer[prometheus.Counter] // by statusIndex
+}
+
+// newSeries creates the callout's hit, miss, retry and duration series
+// now, so dashboards and alerts see zeros rather than gaps.
+func (m *metrics) newSeries(callout string) *series {
+	return &series{m: m, name: callout,
+		hit:      m.cache.WithLabelValues(callout, "hit"),
+		miss:     m.cache.WithLabelValues(callout, "miss"),
+		retries:  m.retries.WithLabelValues(callout),
+		duration: m.duration.WithLabelValues(callout),
+	}
+}
+
+// cacheError counts a cache failure (rare: no resolved series).
+func (s *series) cacheError() { s.m.cache.WithLabelValues(s.name, "error").Inc() }
+
+// attempt counts one HTTP attempt; status 0 is a transport error.
+func (s *series) attempt(status int) {
+	i := statusIndex(status)
+	if c := s.requests[i].Load(); c != nil {
+		(*c).Inc()
+		return
+	}
+	c := s.m.requests.WithLabelValues(s.name, statusClass(status))
+	s.requests[i].Store(&c)
+	c.Inc()
+}
+
+// statusIndex is 1..9 for 1xx..9xx, 0 for anything else (error).
+func statusIndex(status int) int {
+	if status < 100 || status > 999 {
+		return 0
+	}
+	return status / 100
 }
 
 func statusClass(status int) string {
-	if status < 100 || status > 999 {
-		return "error"
+	if i := statusIndex(status); i > 0 {
+		return string(rune('0'+i)) + "xx"
 	}
-	return string(rune('0'+status/100)) + "xx"
-}
-
-// initSeries creates a callout's series at load, so dashboards and alerts
-// see zeros rather than gaps before the first retry or cache lookup.
-func initSeries(callout string) {
-	mRetries.WithLabelValues(callout)
-	mCache.WithLabelValues(callout, "hit")
-	mCache.WithLabelValues(callout, "miss")
-	mDuration.WithLabelValues(callout)
+	return "error"
 }

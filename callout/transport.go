@@ -82,9 +82,9 @@ func newTransport(o httpOpts) (*http.Transport, error) {
 	}, nil
 }
 
-// transportFor returns the shared transport for o.
-func transportFor(res *flows.Resources, o httpOpts) (*http.Transport, error) {
-	c, err := res.Get(o.key(), func() (io.Closer, error) {
+// acquireTransport returns the shared transport for o (Provision only).
+func acquireTransport(b *flows.Builder, o httpOpts) (*http.Transport, error) {
+	c, err := b.Acquire(o.key(), func() (io.Closer, error) {
 		t, err := newTransport(o)
 		if err != nil {
 			return nil, err
@@ -95,4 +95,37 @@ func transportFor(res *flows.Resources, o httpOpts) (*http.Transport, error) {
 		return nil, err
 	}
 	return c.(transport).Transport, nil
+}
+
+// transportFor is the transport for a request's options: the callout's
+// own, resolved at load, unless request.by_lua changed them; those get a
+// transport of the plugin's, closed with its snapshot.
+func (p *Plugin) transportFor(c *callout, o httpOpts) (*http.Transport, error) {
+	if o == c.opts && c.tr != nil {
+		return c.tr, nil
+	}
+	p.extraMu.Lock()
+	defer p.extraMu.Unlock()
+	if t, ok := p.extra[o]; ok {
+		return t, nil
+	}
+	t, err := newTransport(o)
+	if err != nil {
+		return nil, err
+	}
+	if p.extra == nil {
+		p.extra = map[httpOpts]*http.Transport{}
+	}
+	p.extra[o] = t
+	return t, nil
+}
+
+// closeExtra closes the transports made for options set by request.by_lua.
+func (p *Plugin) closeExtra() {
+	p.extraMu.Lock()
+	defer p.extraMu.Unlock()
+	for o, t := range p.extra {
+		t.CloseIdleConnections()
+		delete(p.extra, o)
+	}
 }

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/plugins"
 )
 
 // registry has every plugin sidecall ships, like cmd/sidecall's (which is package main).
 // registry is sidecall's own: every plugin the binary ships.
-func registry() *flows.Registry { return wire.Registry() }
+func registry() *flows.Registry { return plugins.New(plugins.Options{}).Registry }
 
 // placeholder is what every secret resolves to in these tests: valid as a URL and a string.
 const placeholder = "http://127.0.0.1:1/placeholder"

@@ -1,121 +1,18 @@
 package flows
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
-	"io"
-	"log"
-	"math/big"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sidecall/sidecall/internal/testca"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// TLSTestCA is a CA made for a test (root, or intermediate under Parent).
-// Exported for the flows_test e2e tests; it exists only in test builds.
-type TLSTestCA struct {
-	Cert   *x509.Certificate
-	Key    *ecdsa.PrivateKey
-	Parent *TLSTestCA
-}
-
-var testSerial atomic.Int64
-
-// NewTLSTestCA makes a CA certificate valid for a day; parent nil makes a
-// self-signed root, else an intermediate signed by parent.
-func NewTLSTestCA(t testing.TB, cn string, parent *TLSTestCA) *TLSTestCA {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(testSerial.Add(1)),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	return signTestCert(t, tmpl, parent)
-}
-
-func signTestCert(t testing.TB, tmpl *x509.Certificate, parent *TLSTestCA) *TLSTestCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent.Cert, parent.Key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &TLSTestCA{Cert: cert, Key: key, Parent: parent}
-}
-
-// PEM is the CA certificate in PEM.
-func (ca *TLSTestCA) PEM() string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}))
-}
-
-// Entity is a ca_certificates entry (YAML, at the top level) for ca.
-func (ca *TLSTestCA) Entity(id string) string {
-	return "  - id: " + id + "\n    cert: |\n      " +
-		strings.ReplaceAll(strings.TrimSpace(ca.PEM()), "\n", "\n      ") + "\n"
-}
-
-// ServerCert is a certificate for 127.0.0.1 signed by ca, sent with the
-// chain of intermediates up to (not including) the root.
-func (ca *TLSTestCA) ServerCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	leaf := signTestCert(t, &x509.Certificate{
-		SerialNumber: big.NewInt(testSerial.Add(1)),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}, ca)
-	c := tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert}
-	for p := ca; p != nil && p.Parent != nil; p = p.Parent {
-		c.Certificate = append(c.Certificate, p.Cert.Raw)
-	}
-	return c
-}
-
-// StartTLSServer serves h over https on 127.0.0.1 with cert.
-func StartTLSServer(t testing.TB, cert tls.Certificate, h http.Handler) *httptest.Server {
-	t.Helper()
-	s := httptest.NewUnstartedServer(h)
-	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	s.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake errors are the point
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	if !strings.HasPrefix(s.URL, "https://127.0.0.1:") {
-		t.Fatalf("server URL %q", s.URL)
-	}
-	return s
-}
 
 const (
 	caIDA = "7b1f0c3e-5a6d-4e2f-9a1b-0c2d3e4f5a6b"
@@ -123,7 +20,7 @@ const (
 )
 
 func TestParseCACert(t *testing.T) {
-	root := NewTLSTestCA(t, "root", nil)
+	root := testca.New(t, "root", nil)
 	leafDER := root.ServerCert(t).Certificate[0]
 	leafPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}))
 	now := time.Now()
@@ -181,7 +78,7 @@ ca_certificates:
 }
 
 func TestServiceTLSResolved(t *testing.T) {
-	a, b := NewTLSTestCA(t, "a", nil), NewTLSTestCA(t, "b", nil)
+	a, b := testca.New(t, "a", nil), testca.New(t, "b", nil)
 	s := mustLoad(t, caConfig("    ca_certificates: ["+caIDA+"]\n    tls_verify_depth: 2\n", a.Entity(caIDA)+b.Entity(caIDB)))
 	st := s.Services["flow"].TLS()
 	want := x509.NewCertPool()
@@ -214,11 +111,11 @@ func TestServiceTLSResolved(t *testing.T) {
 // The section is decoded and checked, no longer ignored; problems have
 // their path (the goldens in testdata/bad pin lines).
 func TestCACertificatesProblems(t *testing.T) {
-	a := NewTLSTestCA(t, "a", nil)
+	a := testca.New(t, "a", nil)
 	for _, c := range []struct{ name, svc, cas, want string }{
 		{"unknown id", "    ca_certificates: [" + caIDB + "]\n", a.Entity(caIDA), `services[0].ca_certificates[0]: no ca_certificates entity with id "` + caIDB + `"`},
 		{"not a uuid", "    ca_certificates: [my-ca]\n", a.Entity(caIDA), `services[0].ca_certificates[0]: must be the UUID`},
-		{"duplicate id", "", a.Entity(caIDA) + NewTLSTestCA(t, "b", nil).Entity(caIDA), `ca_certificates[1].id: duplicate ca_certificates id`},
+		{"duplicate id", "", a.Entity(caIDA) + testca.New(t, "b", nil).Entity(caIDA), `ca_certificates[1].id: duplicate ca_certificates id`},
 		{"same cert twice", "", a.Entity(caIDA) + a.Entity(caIDB), `ca_certificates[1].cert: the same certificate as ca_certificates[0]`},
 		{"entity id not a uuid", "", a.Entity("ca-1"), `ca_certificates[0].id: must be a UUID`},
 		{"no cert", "", "  - id: " + caIDA + "\n", `ca_certificates[0].cert: required field missing`},
@@ -244,11 +141,11 @@ func TestCACertificatesProblems(t *testing.T) {
 // The section is no longer "ignored"; a cert from a vault works; a stale
 // cert_digest warns; an entity without id warns.
 func TestCACertificatesVaultAndWarnings(t *testing.T) {
-	a := NewTLSTestCA(t, "a", nil)
+	a := testca.New(t, "a", nil)
 	core, logs := observer.New(zap.WarnLevel)
 	src := caConfig("    ca_certificates: ["+caIDA+"]\n",
 		"  - id: "+caIDA+"\n    cert: \"{vault://env/flow-ca}\"\n    cert_digest: abc\n    tags: [x]\n"+
-			"  - cert: |\n      "+strings.ReplaceAll(strings.TrimSpace(NewTLSTestCA(t, "c", nil).PEM()), "\n", "\n      ")+"\n")
+			"  - cert: |\n      "+strings.ReplaceAll(strings.TrimSpace(testca.New(t, "c", nil).PEM()), "\n", "\n      ")+"\n")
 	s, err := Load("kong.yml", []byte(src), LoadOptions{Registry: testRegistry(), Log: zap.New(core),
 		LookupEnv: func(k string) (string, bool) {
 			if k == "FLOW_CA" {

@@ -2,7 +2,7 @@
 // interfaces and Registry, the decK config model and its strict loader, the
 // router, and the compiled Pipelines held in an immutable Snapshot.
 //
-// Choices where the contract is silent:
+// Choices where Kong/Envoy are silent:
 //   - Header names are kept lower-case everywhere, as Envoy sends them.
 //   - One mutable request view, as in Kong: kong.service.request.set_header is
 //     visible to later kong.request.get_header calls. The processor turns what

@@ -92,7 +92,45 @@ type Exchange struct {
 	bodyChanged        bool
 	respBodyChanged    bool
 	statusChanged      bool
+
+	// early holds response header changes made before the response
+	// exists (kong.response.set_header in access); the orchestrator
+	// applies them when the response phases start.
+	early []respHeaderOp
+	base  *zap.Logger // Log without request fields, for error logs
 }
+
+type respHeaderOp struct {
+	op          byte // 's'et, 'a'dd, 'c'lear
+	name, value string
+}
+
+// applyEarlyResponseHeaders applies response header changes made in access
+// to the response or to the local reply, whichever exists now.
+func (x *Exchange) applyEarlyResponseHeaders() {
+	if len(x.early) == 0 {
+		return
+	}
+	ops := x.early
+	x.early = nil
+	if x.Reply == nil && x.Response.Headers == nil {
+		x.Response.Headers = Headers{}
+	}
+	for _, o := range ops {
+		switch o.op {
+		case 's':
+			x.SetResponseHeader(o.name, o.value)
+		case 'a':
+			x.AddResponseHeader(o.name, o.value)
+		case 'c':
+			x.ClearResponseHeader(o.name)
+		}
+	}
+}
+
+// BodyChanged tells whether a plugin replaced the request body since the
+// last ResetChanges.
+func (x *Exchange) BodyChanged() bool { return x.bodyChanged }
 
 // NewExchange returns an Exchange for a request.
 func NewExchange(id string, req Request, log *zap.Logger) *Exchange {
@@ -102,7 +140,7 @@ func NewExchange(id string, req Request, log *zap.Logger) *Exchange {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Exchange{ID: id, Request: req, Shared: map[string]any{}, Log: log, OriginalBody: req.Body}
+	return &Exchange{ID: id, Request: req, Shared: map[string]any{}, Log: log, base: log, OriginalBody: req.Body}
 }
 
 // EnsureID gives the request an id when Envoy sent none, so an error body

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sidecall/sidecall/internal/graph"
+	"github.com/sidecall/sidecall/internal/httpx"
+
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 )
@@ -22,6 +25,12 @@ type LoadOptions struct {
 	Resources *Resources // nil: a fresh set (validate, tests)
 	Log       *zap.Logger
 	LookupEnv func(string) (string, bool)
+	// Lua is the runtime for config Lua and $(...); nil gives the snapshot
+	// a private one with the default limits.
+	Lua *LuaRuntime
+	// NoProvision stops after validation: no plugin builds clients
+	// (sidecall validate).
+	NoProvision bool
 	// UntrustedLua is Kong's untrusted_lua: "sandbox" (or "") runs config
 	// Lua in the sandbox; "off" rejects every Lua chunk and $(...)
 	// expression at load.
@@ -68,6 +77,7 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	b.Registry = o.Registry
 	b.Resources = o.Resources
 	b.LookupEnv = o.LookupEnv
+	b.Runtime = o.Lua
 	if b.LookupEnv == nil {
 		b.LookupEnv = os.LookupEnv
 	}
@@ -102,11 +112,15 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 
 	var cfg Config
 	b.Decode(root, "", &cfg)
-	s := build(b, &cfg)
+	s, active := build(b, &cfg)
+	if !b.Failed() && !o.NoProvision {
+		provision(b, active)
+	}
 	if b.Failed() {
 		for _, c := range b.closers {
 			c()
 		}
+		b.Resources.release(b.leases)
 		ce := &ConfigError{Problems: b.problems}
 		ce.sort()
 		return nil, ce
@@ -118,7 +132,26 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	s.Loaded = time.Now()
 	s.Redacted = redacted
 	s.closers = b.closers
+	s.res, s.leases = b.Resources, b.leases
 	return s, nil
+}
+
+// provision lets each plugin build its clients, in file order, once the
+// whole file is valid. A failure is reported at the plugin's config; the
+// caller then closes what the others built.
+func provision(b *Builder, active []*pluginAt) {
+	for _, p := range active {
+		pv, ok := p.instance.Plugin.(Provisioner)
+		if !ok {
+			continue
+		}
+		b.Scope = p.instance.Scope
+		err := pv.Provision(b)
+		b.Scope = Scope{}
+		if err != nil {
+			b.Errorf(p.at.Key("config"), "%v", err)
+		}
+	}
 }
 
 func dropIgnored(b *Builder, root *yaml.Node) *yaml.Node {
@@ -167,7 +200,7 @@ func boolOr(p *bool, d bool) bool {
 	return *p
 }
 
-func build(b *Builder, cfg *Config) *Snapshot {
+func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 	switch cfg.FormatVersion {
 	case "", "1.1", "2.1", "3.0":
 	default:
@@ -207,7 +240,7 @@ func build(b *Builder, cfg *Config) *Snapshot {
 			return
 		}
 		for j, m := range rc.Methods {
-			if !validMethod(m) {
+			if !httpx.ValidMethod(m) {
 				b.Errorf(at.Key("methods").Index(j), "invalid method %q", m)
 			}
 		}
@@ -387,19 +420,7 @@ func build(b *Builder, cfg *Config) *Snapshot {
 	}
 	s.router = NewRouter(b, rs, ps)
 	s.matchHeaders = s.router.UsesHeaders()
-	return s
-}
-
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for _, c := range m {
-		if c < 'A' || c > 'Z' {
-			return false
-		}
-	}
-	return true
+	return s, active
 }
 
 func serviceURL(b *Builder, sc *ServiceConfig, at Path) *url.URL {
@@ -499,56 +520,41 @@ func applyOrdering(list []*pluginAt) []*pluginAt {
 	for i, p := range list {
 		idx[p.cfg.Name] = i
 	}
-	n := len(list)
-	after := make([][]int, n) // after[i] = nodes that must come after i
-	indeg := make([]int, n)
-	any := false
+	deps := make([][]int, len(list)) // deps[i]: what must run before i
+	ordered := false
 	for i, p := range list {
 		if p.cfg.Ordering == nil {
 			continue
 		}
 		for _, name := range p.cfg.Ordering.Before["access"] {
 			if j, ok := idx[name]; ok {
-				after[i] = append(after[i], j)
-				indeg[j]++
-				any = true
+				deps[j] = append(deps[j], i)
+				ordered = true
 			}
 		}
 		for _, name := range p.cfg.Ordering.After["access"] {
 			if j, ok := idx[name]; ok {
-				after[j] = append(after[j], i)
-				indeg[i]++
-				any = true
+				deps[i] = append(deps[i], j)
+				ordered = true
 			}
 		}
 	}
-	if !any {
+	if !ordered {
 		return list
 	}
-	out := make([]*pluginAt, 0, n)
-	done := make([]bool, n)
-	for len(out) < n {
-		picked := -1
-		for i := 0; i < n; i++ {
-			if !done[i] && indeg[i] == 0 {
-				picked = i
-				break
-			}
-		}
-		if picked < 0 { // cycle: reported by checkOrdering; keep priority order
-			return list
-		}
-		done[picked] = true
-		out = append(out, list[picked])
-		for _, j := range after[picked] {
-			indeg[j]--
-		}
+	order, ok := graph.StableOrder(deps)
+	if !ok { // a cycle, reported by checkOrdering: keep priority order
+		return list
+	}
+	out := make([]*pluginAt, len(list))
+	for k, i := range order {
+		out[k] = list[i]
 	}
 	return out
 }
 
 func checkOrdering(b *Builder, active []*pluginAt) {
-	edges := map[string][]string{}
+	var g graph.Named
 	for _, p := range active {
 		o := p.cfg.Ordering
 		if o == nil {
@@ -571,15 +577,15 @@ func checkOrdering(b *Builder, active []*pluginAt) {
 						continue
 					}
 					if dir == "before" {
-						edges[p.cfg.Name] = append(edges[p.cfg.Name], name)
+						g.Edge(p.cfg.Name, name)
 					} else {
-						edges[name] = append(edges[name], p.cfg.Name)
+						g.Edge(name, p.cfg.Name)
 					}
 				}
 			}
 		}
 	}
-	if cyc := findCycle(edges); cyc != nil {
+	if cyc := g.Cycle(); cyc != nil {
 		for _, p := range active {
 			if p.cfg.Ordering != nil && p.cfg.Name == cyc[0] {
 				b.Errorf(p.at.Key("ordering"), "ordering cycle: %s", strings.Join(cyc, " -> "))
@@ -590,84 +596,32 @@ func checkOrdering(b *Builder, active []*pluginAt) {
 }
 
 func checkFlowCycles(b *Builder) {
-	edges := map[string][]string{}
+	var g graph.Named
 	where := map[string]Path{}
-	for from, es := range b.flowEdges {
-		for _, e := range es {
-			edges[from] = append(edges[from], e.to)
+	froms := make([]string, 0, len(b.flowEdges))
+	for from := range b.flowEdges {
+		froms = append(froms, from)
+	}
+	sort.Strings(froms) // a stable report
+	for _, from := range froms {
+		for _, e := range b.flowEdges[from] {
+			g.Edge(from, e.to)
 			if _, ok := where[from]; !ok {
 				where[from] = e.at
 			}
 		}
 	}
-	if cyc := findCycle(edges); cyc != nil {
+	if cyc := g.Cycle(); cyc != nil {
 		b.Errorf(where[cyc[0]], "shared flow cycle: %s", strings.Join(cyc, " -> "))
+		return
 	}
-	// Depth: longest chain of shared flows.
-	var depth func(n string, seen map[string]bool) int
-	depth = func(n string, seen map[string]bool) int {
-		if seen[n] {
-			return 0
-		}
-		seen[n] = true
-		d := 0
-		for _, m := range edges[n] {
-			if x := depth(m, seen) + 1; x > d {
-				d = x
-			}
-		}
-		delete(seen, n)
-		return d
-	}
-	if cyc := findCycle(edges); cyc == nil {
-		for from := range edges {
-			if d := depth(from, map[string]bool{}); d > 8 {
-				b.Errorf(where[from], "shared flows nest %d deep; the limit is 8", d)
-				break
-			}
+	depths := graph.Depths(g.Deps())
+	for i, d := range depths {
+		if d > 8 {
+			b.Errorf(where[g.Name(i)], "shared flows nest %d deep; the limit is 8", d)
+			return
 		}
 	}
-}
-
-// findCycle returns one cycle (first node repeated at the end), or nil.
-func findCycle(edges map[string][]string) []string {
-	keys := make([]string, 0, len(edges))
-	for k := range edges {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	state := map[string]int{}
-	var stack []string
-	var visit func(n string) []string
-	visit = func(n string) []string {
-		state[n] = 1
-		stack = append(stack, n)
-		for _, m := range edges[n] {
-			if state[m] == 1 {
-				for i, s := range stack {
-					if s == m {
-						return append(append([]string{}, stack[i:]...), m)
-					}
-				}
-			}
-			if state[m] == 0 {
-				if c := visit(m); c != nil {
-					return c
-				}
-			}
-		}
-		stack = stack[:len(stack)-1]
-		state[n] = 2
-		return nil
-	}
-	for _, k := range keys {
-		if state[k] == 0 {
-			if c := visit(k); c != nil {
-				return c
-			}
-		}
-	}
-	return nil
 }
 
 var secretKey = regexp.MustCompile(`(?i)(password|passwd|secret|token|api_?key|credential|private_key|authorization)`)

@@ -17,28 +17,41 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 type testPlugin struct {
-	name string
-	prio int
+	name   string
+	prio   int
+	header string // set to "1" when not empty
 }
 
 func (p *testPlugin) Name() string  { return p.name }
 func (p *testPlugin) Priority() int { return p.prio }
 func (p *testPlugin) Access(_ context.Context, x *Exchange) error {
 	x.AddHeader("x-ran", p.name)
+	if p.header != "" {
+		x.SetHeader(p.header, "1")
+	}
 	return nil
 }
 
+// testRegistry has three plugins of high, middle and low priority; each
+// adds x-ran: NAME, and header_name: H (vault references allowed) also
+// sets H.
 func testRegistry() *Registry {
 	r := NewRegistry()
-	RegisterCorrelationID(r)
-	for name, prio := range map[string]int{"test-plugin": 500, "low-plugin": 10} {
+	for name, prio := range map[string]int{"top-plugin": 100001, "test-plugin": 500, "low-plugin": 10} {
 		name, prio := name, prio
 		r.Register(name, prio, func(b *Builder, raw *yaml.Node, at Path) (Plugin, error) {
 			var cfg struct {
-				Tag string `yaml:"tag"`
+				Tag        string `yaml:"tag"`
+				HeaderName string `yaml:"header_name"`
+				Generator  string `yaml:"generator"`
 			}
 			b.Decode(raw, at, &cfg)
-			return &testPlugin{name: name, prio: prio}, nil
+			switch cfg.Generator {
+			case "", "uuid", "tracker":
+			default:
+				b.Errorf(at.Key("generator"), "must be one of uuid, tracker, got %q", cfg.Generator)
+			}
+			return &testPlugin{name: name, prio: prio, header: cfg.HeaderName}, nil
 		})
 	}
 	return r
@@ -116,7 +129,7 @@ services:
       - name: r1
         paths: ["/r1"]
         plugins:
-          - name: correlation-id
+          - name: top-plugin
       - name: r2
         paths: ["/r2"]
       - name: r3
@@ -127,7 +140,7 @@ services:
       - name: r4
         paths: ["/r4"]
 plugins:
-  - name: correlation-id
+  - name: top-plugin
     config: {header_name: X-Global}
   - name: test-plugin
   - name: low-plugin
@@ -136,17 +149,17 @@ plugins:
     service: svc
 `)
 	cases := map[string]string{
-		"r1": "correlation-id@route,test-plugin@service,low-plugin@global",
-		"r2": "correlation-id@global,test-plugin@service,low-plugin@global",
-		"r3": "correlation-id@global,test-plugin@route+service,low-plugin@global",
-		"r4": "correlation-id@global,test-plugin@global,low-plugin@global",
+		"r1": "top-plugin@route,test-plugin@service,low-plugin@global",
+		"r2": "top-plugin@global,test-plugin@service,low-plugin@global",
+		"r3": "top-plugin@global,test-plugin@route+service,low-plugin@global",
+		"r4": "top-plugin@global,test-plugin@global,low-plugin@global",
 	}
 	for route, want := range cases {
 		if got := names(s.RouteByName(route).Pipeline); got != want {
 			t.Errorf("%s: got %s, want %s", route, got, want)
 		}
 	}
-	if got := names(s.Global); got != "correlation-id@global,test-plugin@global,low-plugin@global" {
+	if got := names(s.Global); got != "top-plugin@global,test-plugin@global,low-plugin@global" {
 		t.Errorf("global: %s", got)
 	}
 	if got := names(s.Services["svc"].Pipeline); got != "test-plugin@service" {
@@ -157,15 +170,15 @@ plugins:
 func TestOrderingMovesPlugin(t *testing.T) {
 	s := mustLoad(t, `
 plugins:
-  - name: correlation-id
+  - name: top-plugin
   - name: low-plugin
     ordering:
       before:
-        access: [correlation-id]
+        access: [top-plugin]
   - name: test-plugin
 `)
 	// Kahn's sort, highest priority first among the ready plugins.
-	if got := names(s.Global); got != "test-plugin@global,low-plugin@global,correlation-id@global" {
+	if got := names(s.Global); got != "test-plugin@global,low-plugin@global,top-plugin@global" {
 		t.Errorf("got %s", got)
 	}
 }
@@ -188,7 +201,7 @@ func TestVaultResolution(t *testing.T) {
 			t.Errorf("%s: got %q, %v; want %q", ref, got, err, want)
 		}
 	}
-	src := "plugins:\n  - name: correlation-id\n    config:\n      header_name: \"{vault://env/my-header}\"\n"
+	src := "plugins:\n  - name: top-plugin\n    config:\n      header_name: \"{vault://env/my-header}\"\n"
 	s, err := Load(filepath.Join(dir, "kong.yml"), []byte(src), LoadOptions{Registry: testRegistry(), LookupEnv: lookup})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +287,7 @@ func FuzzConfig(f *testing.F) {
 }
 
 // Kong vault entities: env (with config.prefix and base64_decode) and fs
-// resolve under their own prefix, as in the orchestration seed's kcsvault.
+// resolve under their own prefix (such as kcsvault, an env vault).
 func TestVaultEntities(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
@@ -290,7 +303,7 @@ func TestVaultEntities(t *testing.T) {
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	load := func(vaults, header string) (*Snapshot, error) {
 		src := "_format_version: \"3.0\"\nvaults:\n" + vaults +
-			"plugins:\n  - name: correlation-id\n    config:\n      header_name: \"" + header + "\"\n"
+			"plugins:\n  - name: top-plugin\n    config:\n      header_name: \"" + header + "\"\n"
 		return Load(filepath.Join(dir, "kong.yml"), []byte(src), LoadOptions{Registry: testRegistry(), LookupEnv: lookup})
 	}
 	header := func(s *Snapshot) string {
@@ -301,7 +314,9 @@ func TestVaultEntities(t *testing.T) {
 			t.Fatal(err)
 		}
 		for k := range x.Request.Headers {
-			return k
+			if k != "x-ran" {
+				return k
+			}
 		}
 		return ""
 	}
@@ -341,7 +356,7 @@ func TestVaultEntities(t *testing.T) {
 	}
 }
 
-// Contract §2: secrets never appear in errors. A value that came from a
+// Secrets never appear in errors. A value that came from a
 // vault shows as its reference in every problem, quoted or not.
 func TestSecretsNotInConfigErrors(t *testing.T) {
 	env := map[string]string{"SVC_URL": "not-a-url-s3cr3t", "GEN": "s3cr3t\"gen", "HDR": "X-S3cr3t-Header"}
@@ -351,7 +366,7 @@ services:
   - name: s
     url: "{vault://env/SVC_URL}"
 plugins:
-  - name: correlation-id
+  - name: top-plugin
     config:
       header_name: "{vault://env/HDR}"
       generator: "{vault://env/GEN}"

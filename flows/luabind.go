@@ -6,14 +6,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/sidecall/sidecall/flows/expr"
 	"github.com/sidecall/sidecall/flows/lua"
 	"go.uber.org/zap"
 )
 
-// Lua binding choices (where the contract is silent):
+// Lua binding choices (where Kong is silent):
 //   - One process-wide sandbox (ConfigureLua) serves every chunk and
 //     template; the time limit is per call.
 //   - A Lua error or timeout answers 500 {"message":"An unexpected error
@@ -29,26 +28,32 @@ import (
 //     numbers, bool, nil): those are live in Lua; other Go types are seen
 //     through a JSON copy.
 
-// The process-wide Lua sandbox: every chunk and template runs on its
-// pooled states.
-var luaSandbox atomic.Pointer[lua.Sandbox]
+// LuaRuntime is what config Lua and $(...) templates run on: the sandbox
+// (time limit, caps, pooled states) and a hook told of every Lua error or
+// timeout (metrics). One runtime serves the snapshots of one server.
+type LuaRuntime struct {
+	Sandbox *lua.Sandbox
+	OnError func(timeout bool)
+}
 
-func init() { luaSandbox.Store(lua.New(lua.Options{})) }
+// NewLuaRuntime returns a runtime with a sandbox made from o.
+func NewLuaRuntime(o lua.Options) *LuaRuntime { return &LuaRuntime{Sandbox: lua.New(o)} }
 
-// ConfigureLua replaces the Lua sandbox (time limit, caps, pool size);
-// call it at start-up, before serving.
-func ConfigureLua(o lua.Options) {
-	if old := luaSandbox.Swap(lua.New(o)); old != nil {
-		old.Close()
+func (rt *LuaRuntime) observe(err error) {
+	if rt.OnError != nil && (IsLuaTimeout(err) || IsLuaError(err)) {
+		rt.OnError(IsLuaTimeout(err))
 	}
 }
 
-// LuaSandbox returns the sandbox chunks and templates run on.
-func LuaSandbox() *lua.Sandbox { return luaSandbox.Load() }
+// Template is a compiled $(...) template bound to its load's Lua runtime.
+type Template struct {
+	*expr.Template
+	rt *LuaRuntime
+}
 
 // Template parses a $(...) template; a problem is reported at at and nil
 // returned.
-func (b *Builder) Template(src string, at Path) *expr.Template {
+func (b *Builder) Template(src string, at Path) *Template {
 	t, err := expr.Parse(src)
 	if err != nil {
 		b.Errorf(at, "%v", err)
@@ -58,7 +63,17 @@ func (b *Builder) Template(src string, at Path) *expr.Template {
 		b.Errorf(at, "$(...) expressions run Lua, which is off (untrusted_lua off)")
 		return nil
 	}
-	return t
+	return &Template{Template: t, rt: b.lua()}
+}
+
+// lua returns the load's runtime, making a private one for a Builder used
+// without Load (tests).
+func (b *Builder) lua() *LuaRuntime {
+	if b.Runtime == nil {
+		b.Runtime = NewLuaRuntime(lua.Options{})
+		b.OnClose(b.Runtime.Sandbox.Close)
+	}
+	return b.Runtime
 }
 
 // templateVars are the template variables of x.
@@ -77,16 +92,16 @@ func templateVars(x *Exchange) *lua.Vars {
 
 // RenderString renders t for x. A Lua error or timeout is an error
 // (lua.RuntimeError or lua.TimeoutError inside).
-func RenderString(ctx context.Context, t *expr.Template, x *Exchange) (string, error) {
+func RenderString(ctx context.Context, t *Template, x *Exchange) (string, error) {
 	if t == nil {
 		return "", nil
 	}
 	if t.IsLiteral() {
 		return t.Source(), nil
 	}
-	v, err := t.Render(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+	v, err := t.Render(ctx, t.rt.Sandbox, &exchangeHost{x: x}, templateVars(x))
 	if err != nil {
-		observeLua(err)
+		t.rt.observe(err)
 	}
 	return v, err
 }
@@ -94,16 +109,16 @@ func RenderString(ctx context.Context, t *expr.Template, x *Exchange) (string, e
 // RenderValue renders t for x keeping the type of a single whole-value
 // placeholder (map[string]any, []any, int64, float64, bool, nil); any
 // other template gives a string.
-func RenderValue(ctx context.Context, t *expr.Template, x *Exchange) (any, error) {
+func RenderValue(ctx context.Context, t *Template, x *Exchange) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
 	if t.IsLiteral() {
 		return t.Source(), nil
 	}
-	v, err := t.Value(ctx, LuaSandbox(), &exchangeHost{x: x}, templateVars(x))
+	v, err := t.Value(ctx, t.rt.Sandbox, &exchangeHost{x: x}, templateVars(x))
 	if err != nil {
-		observeLua(err)
+		t.rt.observe(err)
 	}
 	return v, err
 }
@@ -116,6 +131,22 @@ type LuaChunk struct {
 	lookup func(string) (string, bool)
 	vaults map[string]vaultEntity
 	phase  string // overrides the Exchange's phase ("rewrite")
+	rt     *LuaRuntime
+}
+
+// AsRewrite makes the chunk see Kong's rewrite phase (it runs in access).
+func (c *LuaChunk) AsRewrite() { c.phase = "rewrite" }
+
+// SetsResponseHeaders tells whether the chunk may change response headers
+// (kong.response.set_header and friends): when it runs in access, Envoy
+// must send the response headers for the change to reach the client.
+func (c *LuaChunk) SetsResponseHeaders() bool {
+	for _, f := range []string{"set_header", "add_header", "clear_header", "set_headers"} {
+		if c.UsesKong("kong.response." + f) {
+			return true
+		}
+	}
+	return false
 }
 
 // Lua compiles a chunk; a syntax error is reported at at and nil returned.
@@ -129,7 +160,7 @@ func (b *Builder) Lua(src string, at Path) *LuaChunk {
 		b.Errorf(at, "lua syntax error: %v", err)
 		return nil
 	}
-	return &LuaChunk{chunk: c, path: at, dir: b.Dir, lookup: b.LookupEnv, vaults: b.vaults}
+	return &LuaChunk{chunk: c, path: at, dir: b.Dir, lookup: b.LookupEnv, vaults: b.vaults, rt: b.lua()}
 }
 
 // Path is where the chunk was configured.
@@ -159,7 +190,7 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 	if c == nil {
 		return nil
 	}
-	err := LuaSandbox().Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup, vaults: c.vaults, chunk: c.path})
+	err := c.rt.Sandbox.Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup, vaults: c.vaults, chunk: c.path})
 	if err == nil {
 		return nil
 	}
@@ -167,7 +198,7 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	observeLua(err)
+	c.rt.observe(err)
 	var te *lua.TimeoutError
 	if errors.As(err, &te) {
 		log.Error("lua chunk timed out", zap.String("chunk", string(c.path)), zap.Error(err))
@@ -175,23 +206,6 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 		log.Error("lua chunk failed", zap.String("chunk", string(c.path)), zap.Error(err))
 	}
 	return &HTTPError{Status: 500, Message: "An unexpected error occurred", Err: err}
-}
-
-var luaObserver atomic.Pointer[func(timeout bool)]
-
-// SetLuaObserver sets a hook told about every Lua error or timeout (metrics).
-func SetLuaObserver(f func(timeout bool)) {
-	if f == nil {
-		luaObserver.Store(nil)
-		return
-	}
-	luaObserver.Store(&f)
-}
-
-func observeLua(err error) {
-	if f := luaObserver.Load(); f != nil && (IsLuaTimeout(err) || IsLuaError(err)) {
-		(*f)(IsLuaTimeout(err))
-	}
 }
 
 // IsLuaTimeout tells whether err comes from a Lua time limit.
@@ -283,54 +297,13 @@ func (h *exchangeHost) ResponseHeaders() map[string][]string {
 	return h.x.Response.Headers
 }
 
-// pendingRespKey holds, in Exchange.Shared, response header changes made
-// before the upstream answered (kong.response.set_header in access). Keys
-// starting with NUL are hidden from Lua.
-const pendingRespKey = "\x00sidecall.response_headers"
-
-type respHeaderOp struct {
-	op          byte // 's'et, 'a'dd, 'c'lear
-	name, value string
-}
-
-type pendingResp struct{ ops []respHeaderOp }
-
 func (h *exchangeHost) early() bool {
 	p := h.Phase()
 	return h.x.Reply == nil && (p == "access" || p == "rewrite")
 }
 
 func (h *exchangeHost) pend(op byte, name, value string) {
-	sh := h.Shared()
-	p, _ := sh[pendingRespKey].(*pendingResp)
-	if p == nil {
-		p = &pendingResp{}
-		sh[pendingRespKey] = p
-	}
-	p.ops = append(p.ops, respHeaderOp{op, name, value})
-}
-
-// applyPendingResponseHeaders applies response header changes made in
-// access to the response (or to a local reply) once it exists.
-func applyPendingResponseHeaders(x *Exchange) {
-	p, _ := x.Shared[pendingRespKey].(*pendingResp)
-	if p == nil {
-		return
-	}
-	delete(x.Shared, pendingRespKey)
-	if x.Reply == nil && x.Response.Headers == nil {
-		x.Response.Headers = Headers{}
-	}
-	for _, o := range p.ops {
-		switch o.op {
-		case 's':
-			x.SetResponseHeader(o.name, o.value)
-		case 'a':
-			x.AddResponseHeader(o.name, o.value)
-		case 'c':
-			x.ClearResponseHeader(o.name)
-		}
-	}
+	h.x.early = append(h.x.early, respHeaderOp{op, name, value})
 }
 
 func (h *exchangeHost) SetResponseHeader(n, v string) {
@@ -384,7 +357,7 @@ func (h *exchangeHost) SetResponseBody(b []byte) {
 // to the reply, under the exit's own headers (as in Kong).
 func (h *exchangeHost) Exit(status int, body []byte, headers map[string][]string) {
 	h.x.Respond(status, Headers{}, body)
-	applyPendingResponseHeaders(h.x)
+	h.x.applyEarlyResponseHeaders()
 	for k, v := range headers {
 		h.x.Reply.Headers[strings.ToLower(k)] = v
 	}

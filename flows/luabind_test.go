@@ -425,29 +425,39 @@ func BenchmarkRenderFastPathOnExchange(b *testing.B) {
 	}
 }
 
-func TestResponseHeadersSetInAccess(t *testing.T) {
-	p, b := buildServerless(t, "pre-function", `{access: ["kong.response.set_header('X-Early', 'e'); kong.response.add_header('X-Early', 'f')"]}`)
-	if b.Failed() {
-		t.Fatal(b.Problems())
+// accessLua is a plugin whose only phase is access, running one chunk.
+type accessLua struct{ c *LuaChunk }
+
+func (accessLua) Name() string                                    { return "access-lua" }
+func (accessLua) Priority() int                                   { return 1 }
+func (p accessLua) Access(ctx context.Context, x *Exchange) error { return p.c.Run(ctx, x) }
+
+func TestResponseHeadersSetInAccessReachTheResponse(t *testing.T) {
+	c := mustChunk(t, "kong.response.set_header('X-Early', 'e'); kong.response.add_header('X-Early', 'f')")
+	if !c.SetsResponseHeaders() {
+		t.Error("the chunk sets response headers")
 	}
-	if !p.Needs().ResponseHeaders {
-		t.Error("access chunk setting response headers must ask for response headers")
+	if mustChunk(t, "kong.service.request.set_header('X-Up', '1')").SetsResponseHeaders() {
+		t.Error("a request header change is not a response header change")
 	}
+	// No plugin of the pipeline has a response phase: the walk applies them.
+	pl := NewPipeline([]*Instance{{Plugin: accessLua{c}, Name: "access-lua"}})
 	x := newLuaExchange()
-	if err := p.Access(context.Background(), x); err != nil {
+	if err := pl.Serve(context.Background(), PhaseAccess, x, nil); err != nil || x.Reply != nil {
+		t.Fatalf("access: %v, reply %v", err, x.Reply)
+	}
+	if err := runLua(t, x, `for k in pairs(kong.ctx.shared) do error("kong.ctx.shared has " .. k) end`); err != nil {
 		t.Fatal(err)
 	}
-	if err := runLua(t, x, `for k in pairs(kong.ctx.shared) do assert(k:byte(1) ~= 0, "hidden key visible") end`); err != nil {
-		t.Fatal(err)
-	}
-	// The processor replaces Response when the upstream answers.
-	x.Phase = PhaseHeaderFilter
 	x.Response = Response{Status: 200, Headers: Headers{"x-early": {"upstream"}}}
-	if err := p.HeaderFilter(context.Background(), x); err != nil {
+	if err := pl.Serve(context.Background(), PhaseHeaderFilter, x, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := x.Response.Headers.Values("x-early"); !reflect.DeepEqual(got, []string{"e", "f"}) {
 		t.Errorf("x-early = %v", got)
+	}
+	if c := x.Changes(); !reflect.DeepEqual(c.ResponseHeaders, []string{"x-early"}) {
+		t.Errorf("changes = %v, want x-early sent to Envoy", c.ResponseHeaders)
 	}
 	// With exit, they go on the local reply, under exit's own headers.
 	x = newLuaExchange()

@@ -36,7 +36,7 @@ func ranOrder(t *testing.T, p *Pipeline) []string {
 }
 
 // TestEqualPriorityFileOrder: plugins run in priority order, higher first,
-// and plugins of equal priority in file order (contract §2). File order is
+// and plugins of equal priority in file order. File order is
 // the loader's: the top-level plugins list (scoped entries included), then
 // each service's plugins followed by its nested routes' plugins, then the
 // top-level routes' plugins. When a more specific instance of a plugin wins,

@@ -104,6 +104,8 @@ type Builder struct {
 	Config    *Config // the whole config, for plugins that refer to services
 	Scope     Scope
 	LookupEnv func(string) (string, bool)
+	// Runtime is what config Lua and templates of this load run on.
+	Runtime *LuaRuntime
 
 	// services are the compiled services of this load; their Pipelines are
 	// filled once every plugin is built, so a shared-flow plugin keeps the
@@ -119,6 +121,7 @@ type Builder struct {
 	secrets  map[Path]bool
 	problems []FieldError
 	closers  []func()
+	leases   []string // Resources keys held by this load
 	warnings []string
 }
 
@@ -228,6 +231,9 @@ func (b *Builder) redact(s string) string {
 // Failed tells whether any problem was recorded.
 func (b *Builder) Failed() bool { return len(b.problems) > 0 }
 
+// Warnings returns the recorded warnings.
+func (b *Builder) Warnings() []string { return b.warnings }
+
 // Problems returns the recorded problems.
 func (b *Builder) Problems() []FieldError { return b.problems }
 
@@ -238,47 +244,105 @@ func (b *Builder) IsSecret(at Path) bool { return b.secrets[at] }
 // retired (or the load fails).
 func (b *Builder) OnClose(f func()) { b.closers = append(b.closers, f) }
 
+// Provisioner is implemented by plugins that build long-lived clients
+// (sockets, goroutines). The loader calls Provision only once the whole file
+// decoded and validated; clients are taken with Builder.Acquire so they are
+// shared across reloads and closed with the last snapshot that uses them.
+type Provisioner interface {
+	Provision(b *Builder) error
+}
+
+// Acquire returns the shared resource for key, making it with mk the first
+// time, and holds it for the snapshot this load builds. Only call it from
+// Provision.
+func (b *Builder) Acquire(key string, mk func() (io.Closer, error)) (io.Closer, error) {
+	if b.Resources == nil {
+		b.Resources = NewResources()
+	}
+	c, err := b.Resources.acquire(key, mk)
+	if err != nil {
+		return nil, err
+	}
+	b.leases = append(b.leases, key)
+	return c, nil
+}
+
 // Resources holds long-lived clients shared across reloads, keyed by their
-// settings (Kafka producers, Redis clients, HTTP transports).
+// settings (Kafka producers, Redis clients, HTTP transports). Each client
+// counts the snapshots holding it; the last release closes it, so a reload
+// that changes a setting closes the client it replaced once the old
+// snapshot's streams have finished.
 type Resources struct {
 	mu sync.Mutex
-	m  map[string]io.Closer
+	m  map[string]*resource
+}
+
+type resource struct {
+	c    io.Closer
+	refs int
 }
 
 // NewResources returns an empty set.
-func NewResources() *Resources { return &Resources{m: map[string]io.Closer{}} }
+func NewResources() *Resources { return &Resources{m: map[string]*resource{}} }
 
-// Get returns the resource for key, making it with mk the first time.
-func (r *Resources) Get(key string, mk func() (io.Closer, error)) (io.Closer, error) {
+func (r *Resources) acquire(key string, mk func() (io.Closer, error)) (io.Closer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c, ok := r.m[key]; ok {
-		return c, nil
+	if e, ok := r.m[key]; ok {
+		e.refs++
+		return e.c, nil
 	}
 	c, err := mk()
 	if err != nil {
 		return nil, err
 	}
-	r.m[key] = c
+	r.m[key] = &resource{c: c, refs: 1}
 	return c, nil
 }
 
-// Each calls f for every resource (for readiness checks).
-func (r *Resources) Each(f func(key string, c io.Closer)) {
+// release drops one hold on each key, closing clients nobody holds.
+func (r *Resources) release(keys []string) {
+	var done []io.Closer
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, c := range r.m {
-		f(k, c)
+	for _, k := range keys {
+		e, ok := r.m[k]
+		if !ok {
+			continue
+		}
+		if e.refs--; e.refs <= 0 {
+			delete(r.m, k)
+			done = append(done, e.c)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range done { // outside the lock: closing may block
+		_ = c.Close()
 	}
 }
 
-// Close closes every resource.
+// Len returns how many clients are open.
+func (r *Resources) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m)
+}
+
+// Each calls f for every open client (for readiness checks).
+func (r *Resources) Each(f func(key string, c io.Closer)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, e := range r.m {
+		f(k, e.c)
+	}
+}
+
+// Close closes every client, held or not (process exit).
 func (r *Resources) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var first error
-	for k, c := range r.m {
-		if err := c.Close(); err != nil && first == nil {
+	for k, e := range r.m {
+		if err := e.c.Close(); err != nil && first == nil {
 			first = err
 		}
 		delete(r.m, k)

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sidecall/sidecall/internal/httpx"
 )
 
 // Router matches requests to routes the way Kong 3.x does with its default
@@ -217,7 +219,7 @@ func compileRoute(b *Builder, rt *Route, at Path) []routeEntry {
 		hat := at.Key("headers").Key(name)
 		vals := rc.Headers[name]
 		switch {
-		case !validHeaderName(name):
+		case !httpx.ValidHeaderName(name):
 			b.Errorf(hat, "must be a valid header name, got %q", name)
 			ok = false
 			continue

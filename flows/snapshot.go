@@ -47,6 +47,8 @@ type Snapshot struct {
 	router       *Router
 	matchHeaders bool
 	closers      []func()
+	res          *Resources
+	leases       []string
 }
 
 // RouteByName returns the route with that name, or nil.
@@ -68,10 +70,15 @@ func (s *Snapshot) Captures(route *Route, path string) Captures {
 // MatchUsesHeaders tells whether Match looks at MatchInput.Headers.
 func (s *Snapshot) MatchUsesHeaders() bool { return s.matchHeaders }
 
-// Close releases what the plugins of this snapshot registered with OnClose.
+// Close runs the plugins' OnClose hooks and releases the shared clients
+// this snapshot held; a client no other snapshot holds is closed.
 func (s *Snapshot) Close() {
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
 	}
 	s.closers = nil
+	if s.res != nil {
+		s.res.release(s.leases)
+		s.res, s.leases = nil, nil
+	}
 }

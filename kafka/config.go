@@ -1,6 +1,8 @@
 package kafka
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -13,7 +15,7 @@ import (
 	"github.com/sidecall/sidecall/flows"
 )
 
-// Server is one seed broker, Kong's {host, port}.
+// Server is one bootstrap broker, Kong's {host, port}.
 type Server struct {
 	Host string `yaml:"host"`
 	Port int    `yaml:"port"`
@@ -28,8 +30,9 @@ type Authentication struct {
 	Tokenauth *bool  `yaml:"tokenauth"`
 }
 
-// Security is Kong's security block. ssl_verify defaults to true
-// (contract §6: TLS with verification by default; Kong's default since 3.14).
+// Security is Kong's security block. ssl_verify defaults to true: with ssl,
+// broker certificates are verified unless turned off (Kong's default since
+// 3.14).
 type Security struct {
 	SSL           bool   `yaml:"ssl"`
 	SSLVerify     *bool  `yaml:"ssl_verify"`
@@ -108,19 +111,6 @@ func validTopic(s string) error {
 		}
 	}
 	return nil
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 func checkRange(b *flows.Builder, at flows.Path, v, lo, hi int) {
@@ -236,9 +226,9 @@ func saramaConfig(c *conn) *sarama.Config {
 		cfg.Net.SASL.Mechanism = sarama.SASLMechanism(a.Mechanism)
 		switch a.Mechanism {
 		case "SCRAM-SHA-256":
-			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha256Hash) }
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha256.New) }
 		case "SCRAM-SHA-512":
-			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha512Hash) }
+			cfg.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha512.New) }
 		}
 	}
 	if s := c.Security; s != nil && s.SSL {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -30,8 +31,9 @@ type ReplyWaiter struct {
 // replyConsumer reads every partition of the reply topic (or only the
 // pinned one) from the newest offset, without a consumer group, and hands
 // each reply to the waiter with its correlation ID. One per broker
-// connection, reply topic, partition and correlation header name,
-// shared by every plugin instance and kept across reloads.
+// connection, reply topic, partition and correlation header name, shared by
+// every plugin instance and reload with those settings (flows.Builder.Acquire
+// in Provision) and closed with the last snapshot holding it.
 type replyConsumer struct {
 	addrs     []string
 	cfg       *sarama.Config
@@ -39,6 +41,11 @@ type replyConsumer struct {
 	partition int32 // -1: all
 	header    string
 	log       *zap.Logger
+
+	// The reply topic's series of the Register call that built this consumer.
+	pending                           prometheus.Gauge
+	matched, late, unknown, malformed prometheus.Counter
+	latency                           prometheus.Observer
 
 	mu      sync.Mutex
 	waiters map[string]*ReplyWaiter
@@ -57,10 +64,16 @@ const (
 	lateCap    = 100000
 )
 
-func newReplyConsumer(addrs []string, cfg *sarama.Config, topic string, partition int32, header string, log *zap.Logger) *replyConsumer {
+func newReplyConsumer(addrs []string, cfg *sarama.Config, topic string, partition int32, header string, m *metrics, log *zap.Logger) *replyConsumer {
 	r := &replyConsumer{
 		addrs: addrs, cfg: cfg, topic: topic, partition: partition, header: header, log: log,
-		waiters: map[string]*ReplyWaiter{}, expired: map[string]time.Time{}, stop: make(chan struct{}),
+		pending:   m.pending.WithLabelValues(topic),
+		matched:   m.replies.WithLabelValues(topic, "matched"),
+		late:      m.replies.WithLabelValues(topic, "late"),
+		unknown:   m.replies.WithLabelValues(topic, "unknown"),
+		malformed: m.replies.WithLabelValues(topic, "malformed"),
+		latency:   m.replyLatency.WithLabelValues(topic),
+		waiters:   map[string]*ReplyWaiter{}, expired: map[string]time.Time{}, stop: make(chan struct{}),
 	}
 	r.wg.Add(1)
 	go r.run()
@@ -86,7 +99,7 @@ func (r *replyConsumer) Register(id string, maxPending int) (*ReplyWaiter, error
 	c := make(chan *sarama.ConsumerMessage, 1)
 	w := &ReplyWaiter{ID: id, C: c, c: c, Start: time.Now()}
 	r.waiters[id] = w
-	pendingGauge.WithLabelValues(r.topic).Inc()
+	r.pending.Inc()
 	return w, nil
 }
 
@@ -99,7 +112,7 @@ func (r *replyConsumer) Cancel(w *ReplyWaiter, timedOut bool) {
 		return
 	}
 	delete(r.waiters, w.ID)
-	pendingGauge.WithLabelValues(r.topic).Dec()
+	r.pending.Dec()
 	if timedOut {
 		if len(r.expired) >= lateCap {
 			r.sweepLocked()
@@ -128,7 +141,7 @@ func (r *replyConsumer) sweepLocked() {
 func (r *replyConsumer) deliver(m *sarama.ConsumerMessage) {
 	id := replyCorrelation(r.header, m.Value, m.Headers)
 	if id == "" {
-		repliesTotal.WithLabelValues(r.topic, "malformed").Inc()
+		r.malformed.Inc()
 		r.log.Debug("kafka reply without correlation id dropped", zap.Int32("partition", m.Partition), zap.Int64("offset", m.Offset))
 		return
 	}
@@ -136,7 +149,7 @@ func (r *replyConsumer) deliver(m *sarama.ConsumerMessage) {
 	w := r.waiters[id]
 	if w != nil {
 		delete(r.waiters, id)
-		pendingGauge.WithLabelValues(r.topic).Dec()
+		r.pending.Dec()
 	}
 	_, late := r.expired[id]
 	if late {
@@ -145,14 +158,14 @@ func (r *replyConsumer) deliver(m *sarama.ConsumerMessage) {
 	r.mu.Unlock()
 	switch {
 	case w != nil:
-		repliesTotal.WithLabelValues(r.topic, "matched").Inc()
-		replyLatency.WithLabelValues(r.topic).Observe(time.Since(w.Start).Seconds())
+		r.matched.Inc()
+		r.latency.Observe(time.Since(w.Start).Seconds())
 		w.c <- m // buffered 1, and the waiter left the map: never blocks
 	case late:
-		repliesTotal.WithLabelValues(r.topic, "late").Inc()
+		r.late.Inc()
 		r.log.Debug("late kafka reply dropped", zap.String("correlation_id", id))
 	default:
-		repliesTotal.WithLabelValues(r.topic, "unknown").Inc()
+		r.unknown.Inc()
 	}
 }
 

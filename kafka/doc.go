@@ -1,6 +1,9 @@
 // Package kafka implements the kafka-request-reply and kafka-upstream
-// plugins (contract §5 and §6), the Kafka envelope codec, and Responder,
-// the service side used by examples/kafka-responder and `sidecall demo`.
+// plugins, the Kafka envelope codec, and Responder, the service side used
+// by examples/kafka-responder and `sidecall demo`. Register adds both
+// plugins to a flows.Registry with their own Prometheus collectors and
+// returns a *Plugins whose Ready reports the readiness of the Kafka clients
+// held in a flows.Resources.
 //
 // # Request-reply
 //
@@ -18,16 +21,20 @@
 // reply that cannot be decoded, 409 a client-given correlation ID already
 // waiting, 499 the client went away.
 //
-// # Choices where the spec is silent
+// # Behaviour details
 //
-//   - Resources: one sarama async producer per (brokers, auth, TLS,
+//   - Clients: one sarama async producer per (brokers, auth, TLS,
 //     producer settings) and one reply consumer per (brokers, auth, TLS,
-//     reply topic, reply_partition, correlation header name), both from
-//     flows.Resources so routes and reloads share them. Both connect in the
-//     background (a config load never waits on the network) and retry with
-//     backoff up to 2 s. Ready(res) is true once every producer has fetched
-//     metadata and every reply consumer has resolved the newest offset of
-//     each of its partitions.
+//     reply topic, reply_partition, correlation header name). The plugin
+//     factories only decode, validate and compile; the clients are taken in
+//     Provision with flows.Builder.Acquire, which the loader calls only once
+//     the whole file is valid (never for `sidecall validate`), so routes and
+//     reloads with the same settings share them and a client whose settings
+//     went away is closed when the last snapshot holding it is released.
+//     Both connect in the background (a config load never waits on the
+//     network) and retry with backoff up to 2 s. Plugins.Ready(res) is true
+//     once every producer has fetched metadata and every reply consumer has
+//     resolved the newest offset of each of its partitions.
 //   - The reply consumer reads without a consumer group from the newest
 //     offset. If a partition consumer stops (for example the broker lost its
 //     log and the offset is out of range) the whole session restarts at the
@@ -50,9 +57,9 @@
 //     unused; producer_request_limits_messages_per_request caps a batch.
 //   - compression (none, gzip, snappy, lz4, zstd) and max_message_bytes are
 //     ours; timeout (ms, default 10000) is Kong's socket timeout.
-//   - Security: ssl enables TLS; ssl_verify defaults to true (the
-//     contract's "verification by default", Kong's default since 3.14) and
-//     verifies against the system roots; ssl_verify: false skips it.
+//   - Security: ssl enables TLS; ssl_verify defaults to true (Kong's
+//     default since 3.14) and verifies against the system roots;
+//     ssl_verify: false skips it.
 //     certificate_id (mTLS) is ignored with a warning;
 //     authentication.tokenauth is rejected. SCRAM is implemented here
 //     (RFC 5802, no channel binding) so no SCRAM module is needed.
@@ -61,7 +68,7 @@
 //
 // # Envelope (proto/sidecall/kafka/v1/envelope.proto)
 //
-// json: protojson with snake_case names, except body (contract §6, Kong
+// json: protojson with snake_case names, except body (Kong
 // kafka-upstream's convention): a body that is valid UTF-8 is written as
 // the text itself in body, any other body as base64 in body with
 // "body_base64": true; an empty body is left out. Readers take body as
@@ -101,8 +108,10 @@
 //
 // # Metrics
 //
-// Collectors returns sidecall_kafka_produced_total{topic,result},
+// Each Register call registers its own sidecall_kafka_produced_total{topic,result},
 // sidecall_kafka_replies_total{reply_topic,result=matched|late|unknown|malformed},
 // sidecall_kafka_requests_total{topic,outcome}, sidecall_kafka_pending{reply_topic}
-// and sidecall_kafka_reply_latency_seconds{reply_topic}.
+// and sidecall_kafka_reply_latency_seconds{reply_topic} with the
+// prometheus.Registerer it is given; the plugins, producers and reply
+// consumers it builds count into those. The Responder counts nothing.
 package kafka

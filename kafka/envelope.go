@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sidecall/sidecall/internal/httpx"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
 
@@ -118,7 +119,7 @@ func EncodeRequest(f Format, n HeaderNames, req *kafkav1.Request) ([]byte, []sar
 }
 
 // DecodeRequest reads a request record written by EncodeRequest (or by any
-// client following the contract).
+// client writing the same envelope).
 func DecodeRequest(f Format, n HeaderNames, value []byte, headers []*sarama.RecordHeader) (*kafkav1.Request, error) {
 	req := &kafkav1.Request{}
 	switch f {
@@ -142,7 +143,7 @@ func DecodeRequest(f Format, n HeaderNames, value []byte, headers []*sarama.Reco
 					req.Deadline = timestamppb.New(time.UnixMilli(ms))
 				}
 			default:
-				if validHeaderName(k) && utf8.ValidString(v) {
+				if httpx.ValidHeaderName(k) && utf8.ValidString(v) {
 					req.Headers = append(req.Headers, &kafkav1.Header{Name: strings.ToLower(k), Value: v})
 				}
 			}
@@ -251,7 +252,7 @@ func DecodeReply(f Format, n HeaderNames, value []byte, headers []*sarama.Record
 	}
 	keep := rep.Headers[:0]
 	for _, h := range rep.Headers {
-		if h != nil && validHeaderName(h.Name) && validHeaderValue(h.Value) {
+		if h != nil && httpx.ValidHeaderName(h.Name) && validHeaderValue(h.Value) {
 			h.Name = strings.ToLower(h.Name)
 			keep = append(keep, h)
 		}
@@ -367,7 +368,7 @@ func RequestBodyOf(r *kafkav1.Request) []byte { return requestBody(r) }
 func ReplyBodyOf(r *kafkav1.Reply) []byte { return replyBody(r) }
 
 // marshalJSON writes m (whose body fields are empty) with protojson and
-// adds the body as the contract has it: "body" is the text itself when
+// adds the body by the JSON body rule: "body" is the text itself when
 // body is valid UTF-8, else its standard base64 with "body_base64": true
 // (Kong kafka-upstream's convention). An empty body is left out.
 func marshalJSON(m proto.Message, body []byte) ([]byte, error) {

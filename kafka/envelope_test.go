@@ -133,16 +133,17 @@ func TestJSONBinaryRequest(t *testing.T) {
 	}
 }
 
-// TestJSONContractReplies: replies written by hand per contract §6 (and by
-// older writers) decode to what their author meant.
-func TestJSONContractReplies(t *testing.T) {
+// TestJSONHandWrittenReplies: JSON replies written by hand (headers as an
+// object, text or base64 bodies) and by older writers decode to what their
+// author meant.
+func TestJSONHandWrittenReplies(t *testing.T) {
 	for _, tc := range []struct {
 		name, value string
 		status      int32
 		body        string
 		headers     []string // name, value pairs in order
 	}{
-		{"contract", `{"status":200,"headers":{"content-type":"text/plain","x-multi":["1","2"]},"body":"pong","correlation_id":"c1"}`,
+		{"headers object and text body", `{"status":200,"headers":{"content-type":"text/plain","x-multi":["1","2"]},"body":"pong","correlation_id":"c1"}`,
 			200, "pong", []string{"content-type", "text/plain", "x-multi", "1", "x-multi", "2"}},
 		{"text that is not base64", `{"status":201,"body":"hello world","correlation_id":"c1"}`, 201, "hello world", nil},
 		{"text that is also base64", `{"body":"/w==","correlation_id":"c1"}`, 200, "/w==", nil},

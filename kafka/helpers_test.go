@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 	"gopkg.in/yaml.v3"
 
-	"github.com/sidecall/sidecall/envoy/envoytest/netport"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/netport"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
 
@@ -39,16 +40,25 @@ func hostPort(t *testing.T, addr string) (string, string) {
 	return addr[:i], addr[i+1:]
 }
 
-// build compiles one plugin from YAML; it fails the test on config errors.
+// build compiles one plugin from YAML and provisions it (its clients are
+// taken from res); it fails the test on config errors. Each call registers
+// the plugins afresh, with collectors of their own.
 func build(t *testing.T, res *flows.Resources, name, cfg string) flows.Plugin {
 	t.Helper()
 	p, b := tryBuild(t, res, name, cfg)
 	if b.Failed() {
 		t.Fatalf("config problems: %v", b.Problems())
 	}
+	if pv, ok := p.(flows.Provisioner); ok {
+		if err := pv.Provision(b); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return p
 }
 
+// tryBuild runs the factory only: it decodes and validates, and starts no
+// client.
 func tryBuild(t *testing.T, res *flows.Resources, name, cfg string) (flows.Plugin, *flows.Builder) {
 	t.Helper()
 	var n yaml.Node
@@ -56,7 +66,7 @@ func tryBuild(t *testing.T, res *flows.Resources, name, cfg string) (flows.Plugi
 		t.Fatal(err)
 	}
 	reg := flows.NewRegistry()
-	Register(reg)
+	Register(reg, prometheus.NewRegistry())
 	pt, ok := reg.Lookup(name)
 	if !ok {
 		t.Fatalf("%s not registered", name)
@@ -79,7 +89,7 @@ func newResources(t *testing.T) *flows.Resources {
 func waitReady(t *testing.T, res *flows.Resources) {
 	t.Helper()
 	for i := 0; i < 500; i++ {
-		if Ready(res) {
+		if ready(res) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

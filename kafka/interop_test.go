@@ -91,7 +91,7 @@ func TestSASL(t *testing.T) {
 			bad := newResources(t)
 			p = build(t, bad, "kafka-upstream", base+fmt.Sprintf("authentication: {strategy: sasl, mechanism: %s, user: alice, password: wrong}", mech))
 			time.Sleep(300 * time.Millisecond)
-			if Ready(bad) {
+			if ready(bad) {
 				t.Fatal("ready with a wrong password")
 			}
 			x = exchange("POST", "/", "", []byte("x"))
@@ -119,7 +119,7 @@ func saslRequestReply(t *testing.T, addr, mech string) {
 		bad := newResources(t)
 		p = build(t, bad, "kafka-request-reply", rrConfig(addr, fmt.Sprintf("timeout: 2000\nauthentication: {strategy: sasl, mechanism: %s, user: alice, password: wrong}", mech)))
 		time.Sleep(300 * time.Millisecond)
-		if Ready(bad) {
+		if ready(bad) {
 			t.Fatal("ready with a wrong password")
 		}
 		if st := httpStatus(t, access(t, p, exchange("POST", "/", "", []byte("x")))); st != 503 {
@@ -153,8 +153,8 @@ func selfSigned(t *testing.T) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
 }
 
-// TestTLS: with security.ssl the broker certificate is verified by default
-// (contract §6), so a self-signed broker is refused: not ready, 503 for
+// TestTLS: with security.ssl the broker certificate is verified by default,
+// so a self-signed broker is refused: not ready, 503 for
 // kafka-request-reply and 502 for kafka-upstream. ssl_verify: false works
 // end to end.
 func TestTLS(t *testing.T) {
@@ -197,7 +197,7 @@ func TestTLS(t *testing.T) {
 			rr := build(t, res, "kafka-request-reply", plain+"reply_topic: replies\nsecurity: "+sec)
 			up := build(t, res, "kafka-upstream", plain+"producer_async: false\nsecurity: "+sec)
 			time.Sleep(500 * time.Millisecond)
-			if Ready(res) {
+			if ready(res) {
 				t.Fatal("ready with an untrusted broker certificate")
 			}
 			if st := httpStatus(t, access(t, rr, exchange("POST", "/", "", []byte("x")))); st != 503 {

@@ -22,11 +22,13 @@ var errUnavailable = errors.New("kafka brokers unavailable")
 
 // producer is one long-lived sarama async producer per broker connection
 // and producer settings, shared by every plugin instance and config reload
-// (flows.Resources). It connects in the background so config loads never
-// wait on the network.
+// that has them (flows.Builder.Acquire in Provision) and closed with the
+// last snapshot holding it. It connects in the background so config loads
+// never wait on the network.
 type producer struct {
 	addrs []string
 	cfg   *sarama.Config
+	m     *metrics // nil: not counted
 	log   *zap.Logger
 
 	mu     sync.RWMutex // guards ap against Close while sending to Input
@@ -42,8 +44,8 @@ type producer struct {
 // produceResult is a record's Metadata when the caller waits for the ack.
 type produceResult chan error
 
-func newProducer(addrs []string, cfg *sarama.Config, log *zap.Logger) *producer {
-	p := &producer{addrs: addrs, cfg: cfg, log: log, stop: make(chan struct{})}
+func newProducer(addrs []string, cfg *sarama.Config, m *metrics, log *zap.Logger) *producer {
+	p := &producer{addrs: addrs, cfg: cfg, m: m, log: log, stop: make(chan struct{})}
 	p.wg.Add(1)
 	go p.connect()
 	return p
@@ -107,7 +109,7 @@ func (p *producer) dispatch(ap sarama.AsyncProducer) {
 				succ = nil
 				continue
 			}
-			producedTotal.WithLabelValues(m.Topic, "ok").Inc()
+			p.m.countProduced(m.Topic, "ok")
 			if r := resultOf(m.Metadata); r != nil {
 				r <- nil
 			}
@@ -117,7 +119,7 @@ func (p *producer) dispatch(ap sarama.AsyncProducer) {
 				continue
 			}
 			if e.Msg != nil {
-				producedTotal.WithLabelValues(e.Msg.Topic, "error").Inc()
+				p.m.countProduced(e.Msg.Topic, "error")
 				if r := resultOf(e.Msg.Metadata); r != nil {
 					r <- e.Err
 					continue
@@ -149,8 +151,12 @@ func (p *producer) Ready() bool { return p.connected.Load() }
 
 // Produce enqueues msg; with wait it returns once the broker acknowledged
 // (per acks) or refused it. ctx bounds both.
-// With pin, msg.Partition is used as is.
+// With pin, msg.Partition is used as is. A nil producer (a plugin that was
+// never provisioned) is unavailable.
 func (p *producer) Produce(ctx context.Context, msg *sarama.ProducerMessage, wait, pin bool) error {
+	if p == nil {
+		return errUnavailable
+	}
 	var res produceResult
 	if wait {
 		res = make(produceResult, 1)

@@ -5,16 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/httpx"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
 
@@ -25,15 +26,35 @@ const (
 	UpstreamPriority     = 751
 )
 
-// Register adds kafka-request-reply and kafka-upstream to r.
-func Register(r *flows.Registry) {
-	r.Register("kafka-request-reply", RequestReplyPriority, newRequestReply)
-	r.Register("kafka-upstream", UpstreamPriority, newUpstream)
+// Plugins is what one Register call shares between the plugin instances it
+// builds: their Prometheus collectors. Producers and reply consumers live in
+// flows.Resources, not here.
+type Plugins struct {
+	m *metrics
 }
 
-// Ready tells whether every Kafka producer has connected and every reply
-// consumer is positioned (for /readyz). With no Kafka resources it is true.
-func Ready(res *flows.Resources) bool {
+// Register adds kafka-request-reply and kafka-upstream to r and registers
+// their collectors with reg (sidecall_kafka_produced_total,
+// sidecall_kafka_replies_total, sidecall_kafka_requests_total,
+// sidecall_kafka_pending, sidecall_kafka_reply_latency_seconds). Every call
+// has its own collectors, so two registries in one process count apart.
+// reg nil leaves them unregistered.
+func Register(r *flows.Registry, reg prometheus.Registerer) *Plugins {
+	p := &Plugins{m: newMetrics()}
+	if reg != nil {
+		reg.MustRegister(p.m.collectors()...)
+	}
+	r.Register("kafka-request-reply", RequestReplyPriority, p.newRequestReply)
+	r.Register("kafka-upstream", UpstreamPriority, p.newUpstream)
+	return p
+}
+
+// Ready tells whether every Kafka producer held in res has connected and
+// every reply consumer is positioned (for /readyz). With no Kafka clients in
+// res it is true.
+func (p *Plugins) Ready(res *flows.Resources) bool { return ready(res) }
+
+func ready(res *flows.Resources) bool {
 	ok := true
 	res.Each(func(_ string, c io.Closer) {
 		switch r := c.(type) {
@@ -82,15 +103,33 @@ type requestReply struct {
 	keyHeader  string // "" = the correlation ID
 	idHeader   string
 	maxPending int
-	prod       *producer
-	replies    *replyConsumer
+	m          *metrics
+
+	client     clientSettings // what Provision needs
+	repliesKey string
+
+	prod    *producer      // set by Provision
+	replies *replyConsumer // set by Provision
+}
+
+// clientSettings is what Provision needs to take a producer: the validated
+// connection and producer settings, and the key they share it under.
+type clientSettings struct {
+	addrs []string
+	conn  conn
+	ps    producerSettings
+	key   string
+}
+
+func newClientSettings(addrs []string, c *conn, ps *producerSettings) clientSettings {
+	return clientSettings{addrs: addrs, conn: *c, ps: *ps, key: producerKey(connKey(addrs, c), ps)}
 }
 
 func (*requestReply) Name() string         { return "kafka-request-reply" }
 func (*requestReply) Priority() int        { return RequestReplyPriority }
 func (p *requestReply) Needs() flows.Needs { return flows.Needs{RequestBody: p.fwdBody} }
 
-func newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
+func (k *Plugins) newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
 	c := requestReplyConfig{
 		conn:             conn{Timeout: 10000},
 		producerSettings: defaultProducerSettings(),
@@ -131,13 +170,13 @@ func newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plu
 		if h.opt && h.v == "" {
 			continue
 		}
-		if !validHeaderName(h.v) {
+		if !httpx.ValidHeaderName(h.v) {
 			b.Errorf(at.Key(h.name), "must be a valid header name, got %q", h.v)
 		}
 	}
 	keyHeader := ""
 	if c.Key != "correlation_id" {
-		if !validHeaderName(c.Key) {
+		if !httpx.ValidHeaderName(c.Key) {
 			b.Errorf(at.Key("key"), "must be correlation_id or a request header name, got %q", c.Key)
 		}
 		keyHeader = c.Key
@@ -152,32 +191,45 @@ func newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plu
 		topic: c.Topic, replyTopic: c.ReplyTopic, timeout: time.Duration(c.ReplyTimeout) * time.Millisecond,
 		format: format, names: HeaderNames{c.CorrelationHeader, c.ReplyTopicHeader, c.ReplyPartitionHeader},
 		fwdMethod: c.ForwardMethod, fwdURI: c.ForwardURI, fwdHeaders: c.ForwardHeaders, fwdBody: c.ForwardBody,
-		keyHeader: keyHeader, idHeader: c.CorrelationIDHeader, maxPending: c.MaxPending,
+		keyHeader: keyHeader, idHeader: c.CorrelationIDHeader, maxPending: c.MaxPending, m: k.m,
+		client: newClientSettings(addrs, &c.conn, &c.producerSettings),
 	}
 	part := int32(-1)
 	if c.ReplyPartition != nil {
 		part = int32(*c.ReplyPartition)
 		p.partition = &part
 	}
-	ck := connKey(addrs, &c.conn)
-	if p.prod, err = getProducer(b, addrs, &c.conn, &c.producerSettings); err != nil {
-		return nil, err
-	}
-	rk := fmt.Sprintf("kafka-replies|%s|%s|%d|%s", ck, c.ReplyTopic, part, strings.ToLower(c.CorrelationHeader))
-	rc, err := b.Resources.Get(rk, func() (io.Closer, error) {
-		return newReplyConsumer(addrs, saramaConfig(&c.conn), c.ReplyTopic, part, c.CorrelationHeader, b.Log), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("making reply consumer: %w", err)
-	}
-	p.replies = rc.(*replyConsumer)
+	p.repliesKey = fmt.Sprintf("kafka-replies|%s|%s|%d|%s", connKey(addrs, &c.conn), c.ReplyTopic, part, strings.ToLower(c.CorrelationHeader))
 	return p, nil
 }
 
-func getProducer(b *flows.Builder, addrs []string, c *conn, ps *producerSettings) (*producer, error) {
-	k := producerKey(connKey(addrs, c), ps)
-	pc, err := b.Resources.Get(k, func() (io.Closer, error) {
-		return newProducer(addrs, producerConfig(c, ps), b.Log), nil
+// Provision takes the shared producer and reply consumer for this
+// instance's settings; both connect in the background.
+func (p *requestReply) Provision(b *flows.Builder) error {
+	prod, err := acquireProducer(b, &p.client, p.m)
+	if err != nil {
+		return err
+	}
+	part := int32(-1)
+	if p.partition != nil {
+		part = *p.partition
+	}
+	c := p.client.conn
+	rc, err := b.Acquire(p.repliesKey, func() (io.Closer, error) {
+		return newReplyConsumer(p.client.addrs, saramaConfig(&c), p.replyTopic, part, p.names.Correlation, p.m, b.Log), nil
+	})
+	if err != nil {
+		return fmt.Errorf("making reply consumer: %w", err)
+	}
+	p.prod, p.replies = prod, rc.(*replyConsumer)
+	return nil
+}
+
+// acquireProducer takes the producer shared by every plugin instance with
+// the same connection and producer settings.
+func acquireProducer(b *flows.Builder, s *clientSettings, m *metrics) (*producer, error) {
+	pc, err := b.Acquire(s.key, func() (io.Closer, error) {
+		return newProducer(s.addrs, producerConfig(&s.conn, &s.ps), m, b.Log), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("making producer: %w", err)
@@ -195,9 +247,12 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 		id = uuid.NewString()
 	}
 	fail := func(status int, outcome, msg string, err error) error {
-		requestsTotal.WithLabelValues(p.topic, outcome).Inc()
+		p.m.requests.WithLabelValues(p.topic, outcome).Inc()
 		return &flows.HTTPError{Status: status, Message: msg + " (correlation id " + id + ")", Err: err,
 			Headers: flows.Headers{strings.ToLower(p.names.Correlation): {id}}}
+	}
+	if p.replies == nil { // a load that did not provision (validate only)
+		return fail(503, "unavailable", "kafka clients not started", errNotReady)
 	}
 	timer := time.NewTimer(p.timeout)
 	defer timer.Stop()
@@ -239,14 +294,14 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 	case m := <-w.C:
 		rep, err := DecodeReply(p.format, p.names, m.Value, m.Headers)
 		if err != nil {
-			repliesTotal.WithLabelValues(p.replyTopic, "malformed").Inc()
+			p.replies.malformed.Inc()
 			return fail(502, "bad_reply", "malformed kafka reply", err)
 		}
 		hs := flows.Headers{}
 		for _, h := range rep.Headers {
 			hs.Add(h.Name, h.Value)
 		}
-		requestsTotal.WithLabelValues(p.topic, "replied").Inc()
+		p.m.requests.WithLabelValues(p.topic, "replied").Inc()
 		x.Respond(int(rep.Status), hs, rep.Body)
 		return nil
 	case <-timer.C:
@@ -291,5 +346,3 @@ func (p *requestReply) record(x *flows.Exchange, id string, deadline time.Time) 
 	}
 	return msg, nil
 }
-
-var _ = strconv.Itoa

@@ -187,9 +187,10 @@ func TestLateAndUnknownReplies(t *testing.T) {
 	res := newResources(t)
 	p := build(t, res, "kafka-request-reply", rrConfig(addr, "reply_timeout: 200\ncorrelation_id_header: x-cid"))
 	waitReady(t, res)
-	late := testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "late"))
-	unknown := testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "unknown"))
-	malformed := testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "malformed"))
+	replies := p.(*requestReply).m.replies
+	late := testutil.ToFloat64(replies.WithLabelValues("replies", "late"))
+	unknown := testutil.ToFloat64(replies.WithLabelValues("replies", "unknown"))
+	malformed := testutil.ToFloat64(replies.WithLabelValues("replies", "malformed"))
 
 	x := exchange("GET", "/slow", "", nil, "x-cid", "late-1")
 	if st := httpStatus(t, access(t, p, x)); st != 504 {
@@ -210,9 +211,9 @@ func TestLateAndUnknownReplies(t *testing.T) {
 	send("\xff\xfe not an envelope")
 	send(`{"status": "oops"`)
 	waitFor(t, func() bool {
-		return testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "late")) == late+1 &&
-			testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "unknown")) == unknown+1 &&
-			testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "malformed")) == malformed+2
+		return testutil.ToFloat64(replies.WithLabelValues("replies", "late")) == late+1 &&
+			testutil.ToFloat64(replies.WithLabelValues("replies", "unknown")) == unknown+1 &&
+			testutil.ToFloat64(replies.WithLabelValues("replies", "malformed")) == malformed+2
 	})
 }
 
@@ -357,7 +358,9 @@ func TestTwoInstancesShareReplyTopic(t *testing.T) {
 	startResponder(t, addr, FormatJSON, echo)
 	waitReady(t, r1)
 	waitReady(t, r2)
-	unknown := testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "unknown"))
+	unknown := func(p flows.Plugin) float64 {
+		return testutil.ToFloat64(p.(*requestReply).m.replies.WithLabelValues("replies", "unknown"))
+	}
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Add(1)
@@ -372,10 +375,9 @@ func TestTwoInstancesShareReplyTopic(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	// Each instance saw the other's 20 replies as unknown.
-	waitFor(t, func() bool {
-		return testutil.ToFloat64(repliesTotal.WithLabelValues("replies", "unknown")) >= unknown+40
-	})
+	// Each instance saw the other's 20 replies as unknown, in its own
+	// metrics.
+	waitFor(t, func() bool { return unknown(p1) >= 20 && unknown(p2) >= 20 })
 }
 
 func TestReplyPartitionPinning(t *testing.T) {

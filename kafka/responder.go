@@ -69,7 +69,7 @@ func (r *Responder) Run(ctx context.Context, ready func()) error {
 	}
 	ps := defaultProducerSettings()
 	ps.ProducerRequestRetriesMaxAttempts = 3
-	prod := newProducer(r.Brokers, producerConfig(c, &ps), log)
+	prod := newProducer(r.Brokers, producerConfig(c, &ps), nil, log)
 	defer prod.Close()
 
 	var pcs []sarama.PartitionConsumer

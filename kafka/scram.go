@@ -4,19 +4,12 @@ import (
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
 	"strconv"
 	"strings"
-)
-
-var (
-	sha256Hash = sha256.New
-	sha512Hash = sha512.New
 )
 
 // scramClient is a SCRAM (RFC 5802) client for sarama, without channel

@@ -57,14 +57,16 @@ type upstream struct {
 	async          bool
 	timeout        time.Duration
 	returnErrorMsg bool
-	prod           *producer
+	m              *metrics
+	client         clientSettings // what Provision needs
+	prod           *producer      // set by Provision
 }
 
 func (*upstream) Name() string         { return "kafka-upstream" }
 func (*upstream) Priority() int        { return UpstreamPriority }
 func (p *upstream) Needs() flows.Needs { return flows.Needs{RequestBody: p.fwdBody} }
 
-func newUpstream(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
+func (k *Plugins) newUpstream(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
 	c := upstreamConfig{
 		conn:             conn{Timeout: 10000},
 		producerSettings: defaultProducerSettings(),
@@ -98,16 +100,24 @@ func newUpstream(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin,
 	if b.Failed() {
 		return nil, nil
 	}
-	prod, err := getProducer(b, addrs, &c.conn, &c.producerSettings)
-	if err != nil {
-		return nil, err
-	}
 	return &upstream{
 		topic: c.Topic, topicsArg: c.TopicsQueryArg, allowed: allowed, keyArg: c.KeyQueryArg,
 		fwdMethod: c.ForwardMethod, fwdURI: c.ForwardURI, fwdHeaders: c.ForwardHeaders, fwdBody: c.ForwardBody,
 		async: c.ProducerAsync, timeout: time.Duration(c.Timeout) * time.Millisecond,
-		returnErrorMsg: c.ErrorHandling.ReturnErrorMessage, prod: prod,
+		returnErrorMsg: c.ErrorHandling.ReturnErrorMessage, m: k.m,
+		client: newClientSettings(addrs, &c.conn, &c.producerSettings),
 	}, nil
+}
+
+// Provision takes the shared producer for this instance's settings; it
+// connects in the background.
+func (p *upstream) Provision(b *flows.Builder) error {
+	prod, err := acquireProducer(b, &p.client, p.m)
+	if err != nil {
+		return err
+	}
+	p.prod = prod
+	return nil
 }
 
 // badGateway is Kong's error answer.

@@ -2,7 +2,7 @@
 // per stream, the request and response phase state machines, route
 // selection, mode_override, Exchange ⇄ protobuf, and error rendering.
 //
-// Choices where the contract is silent:
+// Choices where Kong/Envoy are silent:
 //   - A route name from xds.route_name, x-sidecall-route or metadata that
 //     names no sidecall route falls through to the next way of selecting one
 //     (Envoy route names often differ from Kong route names).

@@ -9,7 +9,7 @@ import (
 	"github.com/sidecall/sidecall/flows"
 )
 
-// Metrics are the stream, phase and plugin metrics of contract §7.
+// Metrics are sidecall's stream, phase and plugin metrics.
 type Metrics struct {
 	streams      *prometheus.CounterVec
 	streamDur    prometheus.Histogram

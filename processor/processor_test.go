@@ -53,9 +53,25 @@ func (bodyPlugin) Access(_ context.Context, x *flows.Exchange) error {
 	return nil
 }
 
+// echoID sets x-correlation-id to a new 36-character id upstream and
+// echoes it downstream: a request and a response header change.
+type echoID struct{}
+
+func (echoID) Name() string       { return "echo-id" }
+func (echoID) Priority() int      { return 3 }
+func (echoID) Needs() flows.Needs { return flows.Needs{ResponseHeaders: true} }
+func (echoID) Access(_ context.Context, x *flows.Exchange) error {
+	x.SetHeader("X-Correlation-ID", strings.Repeat("7", 36))
+	return nil
+}
+func (echoID) HeaderFilter(_ context.Context, x *flows.Exchange) error {
+	x.SetResponseHeader("X-Correlation-ID", x.Request.Headers.Get("x-correlation-id"))
+	return nil
+}
+
 func registry() *flows.Registry {
 	r := flows.NewRegistry()
-	flows.RegisterCorrelationID(r)
+	r.Register("echo-id", 3, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return echoID{}, nil })
 	r.Register("panic", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return panicPlugin{}, nil })
 	r.Register("body", 2, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return bodyPlugin{}, nil })
 	return r
@@ -71,8 +87,7 @@ services:
       - name: corr
         paths: ["/corr"]
         plugins:
-          - name: correlation-id
-            config: {header_name: X-Correlation-ID, generator: uuid, echo_downstream: true}
+          - name: echo-id
       - name: boom
         paths: ["/boom"]
         plugins:
@@ -184,7 +199,7 @@ func TestPassThroughIsOneMessageAndOK(t *testing.T) {
 	}
 }
 
-func TestCorrelationIDMutationUsesRawValue(t *testing.T) {
+func TestHeaderMutationsUseRawValue(t *testing.T) {
 	h := start(t, testConfig)
 	resp := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}}}, EndOfStream: true}}}

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"runtime/debug"
 	"sort"
@@ -28,6 +29,24 @@ const RouteMetadataKey = "x-sidecall-route"
 
 const attrNamespace = "envoy.filters.http.ext_proc"
 
+// step is how far an HTTP exchange has got, as Envoy's messages tell it.
+type step int
+
+const (
+	stepStart        step = iota
+	stepRequestSent       // request headers received; body chunks may follow
+	stepRequestDone       // the whole request received
+	stepResponseSent      // response headers received
+	stepResponseDone      // the whole response received
+)
+
+// reach moves the exchange forward to s (never back).
+func (st *stream) reach(s step) {
+	if s > st.at {
+		st.at = s
+	}
+}
+
 // stream is one ext_proc stream's state, owned by its goroutine.
 type stream struct {
 	srv   *Server
@@ -39,12 +58,11 @@ type stream struct {
 	needs flows.Needs
 	obs   flows.Observer
 
-	reqHeaders, reqDone   bool
-	respHeaders, respDone bool
-	wantReqBody           bool
-	wantRespBody          bool
-	reqBuf, respBuf       []byte
-	done                  bool
+	at              step // how far the HTTP exchange has got
+	wantReqBody     bool
+	wantRespBody    bool
+	reqBuf, respBuf []byte
+	done            bool
 }
 
 func newStream(s *Server, snap *flows.Snapshot, ctx context.Context) *stream {
@@ -65,13 +83,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 	start := time.Now()
 	phase := -1
 	defer func() {
-		if r := recover(); r != nil {
-			st.srv.metrics.panics.Inc()
-			stack := debug.Stack()
-			resp, err = st.panicReply(), nil
-			st.srv.log.Error("panic while handling a message", zap.Any("panic", r),
-				zap.String("request_id", st.id()), zap.ByteString("stack", stack))
-			st.done = true
+		if r := recover(); r != nil { // outside the plugins: answer without them
+			st.panicked(r, debug.Stack())
+			resp, err = st.plainError(), nil
 		}
 		if phase >= 0 {
 			st.srv.metrics.phaseObs[phase].Observe(time.Since(start).Seconds())
@@ -80,15 +94,15 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		phase = 0
-		if st.reqHeaders || st.respHeaders || st.reqDone {
+		if st.at >= stepRequestSent {
 			return nil, protocolFault("request_headers out of order")
 		}
-		st.reqHeaders = true
+		st.reach(stepRequestSent)
 		st.begin(req, r.RequestHeaders.GetHeaders())
 		return st.onRequestHeaders(r.RequestHeaders.GetEndOfStream()), nil
 	case *extprocv3.ProcessingRequest_RequestBody:
 		phase = 1
-		if st.reqDone || st.respHeaders {
+		if st.at >= stepRequestDone {
 			return nil, protocolFault("request_body after the request ended")
 		}
 		if st.x == nil {
@@ -96,7 +110,7 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 		}
 		return st.onRequestBody(r.RequestBody), nil
 	case *extprocv3.ProcessingRequest_RequestTrailers:
-		if st.reqDone && !st.wantReqBody {
+		if st.at >= stepRequestDone && !st.wantReqBody {
 			return nil, protocolFault("request_trailers after the request ended")
 		}
 		if st.x == nil {
@@ -105,17 +119,17 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 		return st.onRequestTrailers(), nil
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		phase = 2
-		if st.respHeaders {
+		if st.at >= stepResponseSent {
 			return nil, protocolFault("response_headers received twice")
 		}
-		st.respHeaders, st.reqDone = true, true
+		st.reach(stepResponseSent)
 		if st.x == nil {
 			st.begin(req, nil)
 		}
 		return st.onResponseHeaders(r.ResponseHeaders), nil
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		phase = 3
-		if st.respDone {
+		if st.at >= stepResponseDone {
 			return nil, protocolFault("response_body after the response ended")
 		}
 		if st.x == nil {
@@ -123,7 +137,8 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 		}
 		return st.onResponseBody(r.ResponseBody), nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		st.respDone, st.done = true, true
+		st.reach(stepResponseDone)
+		st.done = true
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
 			ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
 	default:
@@ -238,7 +253,8 @@ func attrString(v *structpb.Value) string {
 	return string(b)
 }
 
-// selectRoute applies contract §3 in order.
+// selectRoute picks the route in this order: xds.route_name attribute,
+// x-sidecall-route metadata, sidecall filter metadata, then Kong-style matching.
 func (st *stream) selectRoute(req *extprocv3.ProcessingRequest) (*flows.Route, flows.Captures) {
 	if name := st.x.Attributes["xds.route_name"]; name != "" {
 		if r := st.snap.RouteByName(name); r != nil {
@@ -269,14 +285,34 @@ func (st *stream) selectRoute(req *extprocv3.ProcessingRequest) (*flows.Route, f
 	return r, caps
 }
 
-func (st *stream) run(phase flows.Phase) error {
-	return st.pipe.Run(st.ctx, phase, st.x, st.obs)
+// serve runs phase through the engine's walk; a panic is counted here.
+func (st *stream) serve(phase flows.Phase) {
+	st.check(st.pipe.Serve(st.ctx, phase, st.x, st.obs))
+}
+
+func (st *stream) check(err error) {
+	var pe *flows.PanicError
+	if errors.As(err, &pe) {
+		st.panicked(pe.Value, pe.Stack)
+	}
+}
+
+func (st *stream) panicked(v any, stack []byte) {
+	st.srv.metrics.panics.Inc()
+	st.srv.log.Error("panic while handling a message", zap.Any("panic", v),
+		zap.String("request_id", st.id()), zap.ByteString("stack", stack))
+}
+
+// fail answers err through the response phases (a change Envoy would refuse).
+func (st *stream) fail(err error) *extprocv3.ProcessingResponse {
+	st.pipe.Fail(st.ctx, st.x, err, st.obs)
+	return st.immediate()
 }
 
 func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
 	st.wantReqBody = st.needs.RequestBody && !eos
 	if eos {
-		st.reqDone = true
+		st.reach(stepRequestDone)
 		st.x.Request.HasBody = true // no body: known, and empty (Kong's get_raw_body gives "")
 	}
 	mode := modeOverride(st.wantReqBody, st.needs.ResponseHeaders, st.needs.ResponseBody)
@@ -284,15 +320,13 @@ func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 			RequestHeaders: &extprocv3.HeadersResponse{}}, ModeOverride: mode}
 	}
-	if err := st.run(flows.PhaseAccess); err != nil {
-		return st.errorReply(err, true)
-	}
+	st.serve(flows.PhaseAccess)
 	if st.x.Reply != nil {
-		return st.localReply(true)
+		return st.immediate()
 	}
 	common, err := st.requestMutation(false)
 	if err != nil {
-		return st.errorReply(err, true)
+		return st.fail(err)
 	}
 	st.done = !st.needs.ResponseHeaders
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
@@ -304,7 +338,7 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		RequestBody: &extprocv3.BodyResponse{}}}
 	if !st.wantReqBody {
 		if b.GetEndOfStream() {
-			st.reqDone = true
+			st.reach(stepRequestDone)
 		}
 		return empty
 	}
@@ -312,7 +346,7 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	if !b.GetEndOfStream() {
 		return empty // trailers follow; access runs on them
 	}
-	st.reqDone = true
+	st.reach(stepRequestDone)
 	return st.accessWithBody(func(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
 			RequestBody: &extprocv3.BodyResponse{Response: c}}}
@@ -320,7 +354,7 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 }
 
 func (st *stream) onRequestTrailers() *extprocv3.ProcessingResponse {
-	st.reqDone = true
+	st.reach(stepRequestDone)
 	if st.wantReqBody {
 		// The body is gone already; header and body changes cannot be sent
 		// with trailers, only a local reply can.
@@ -338,11 +372,9 @@ func (st *stream) accessWithBody(wrap func(*extprocv3.CommonResponse) *extprocv3
 	st.x.Request.Body, st.x.Request.HasBody = st.reqBuf, true
 	st.x.OriginalBody = st.reqBuf
 	st.reqBuf = nil
-	if err := st.run(flows.PhaseAccess); err != nil {
-		return st.errorReply(err, true)
-	}
+	st.serve(flows.PhaseAccess)
 	if st.x.Reply != nil {
-		return st.localReply(true)
+		return st.immediate()
 	}
 	if wrap == nil {
 		st.done = !st.needs.ResponseHeaders
@@ -350,7 +382,7 @@ func (st *stream) accessWithBody(wrap func(*extprocv3.CommonResponse) *extprocv3
 	}
 	common, err := st.requestMutation(true)
 	if err != nil {
-		return st.errorReply(err, true)
+		return st.fail(err)
 	}
 	st.done = !st.needs.ResponseHeaders
 	return wrap(common)
@@ -362,20 +394,16 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 	st.x.Response = resp
 	st.x.ResetChanges()
 	st.wantRespBody = st.needs.ResponseBody && !h.GetEndOfStream()
-	if err := st.run(flows.PhaseHeaderFilter); err != nil {
-		return st.errorReply(err, false)
+	st.serve(flows.PhaseHeaderFilter)
+	if st.x.Reply == nil && !st.wantRespBody {
+		st.serve(flows.PhaseBodyFilter) // no body is coming: body_filter sees none
 	}
 	if st.x.Reply != nil {
-		return st.localReply(false)
-	}
-	if !st.wantRespBody {
-		if err := st.run(flows.PhaseBodyFilter); err != nil && st.needs.ResponseBody {
-			return st.errorReply(err, false)
-		}
+		return st.immediate()
 	}
 	common, err := st.responseMutation(false)
 	if err != nil {
-		return st.errorReply(err, false)
+		return st.fail(err)
 	}
 	st.done = !st.wantRespBody
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
@@ -387,7 +415,8 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 		ResponseBody: &extprocv3.BodyResponse{}}}
 	if !st.wantRespBody {
 		if b.GetEndOfStream() {
-			st.respDone, st.done = true, true
+			st.reach(stepResponseDone)
+			st.done = true
 		}
 		return empty
 	}
@@ -396,18 +425,17 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 		return empty
 	}
 	st.wantRespBody = false
-	st.respDone, st.done = true, true
+	st.reach(stepResponseDone)
+	st.done = true
 	st.x.Response.Body, st.x.Response.HasBody = st.respBuf, true
 	st.respBuf = nil
-	if err := st.run(flows.PhaseBodyFilter); err != nil {
-		return st.errorReply(err, false)
-	}
+	st.serve(flows.PhaseBodyFilter)
 	if st.x.Reply != nil {
-		return st.localReply(false)
+		return st.immediate()
 	}
 	common, err := st.responseMutation(true)
 	if err != nil {
-		return st.errorReply(err, false)
+		return st.fail(err)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 		ResponseBody: &extprocv3.BodyResponse{Response: common}}}
@@ -441,17 +469,22 @@ func (st *stream) requestMutation(bodyPhase bool) (*extprocv3.CommonResponse, er
 		common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
 	}
 	if c.Body {
-		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: r.Body}}
-		if bodyPhase {
-			hm.SetHeaders = append(hm.SetHeaders, setOpt("content-length", strconv.Itoa(len(r.Body)), false))
-		} else {
-			// Replacing the body from the headers phase needs
-			// CONTINUE_AND_REPLACE; Envoy drops content-length itself.
-			common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
-		}
+		replaceBody(common, r.Body, bodyPhase)
 	}
 	st.x.ResetChanges()
 	return common, nil
+}
+
+// replaceBody sets a body mutation. In the body phase content-length is
+// set to match; from the headers phase it needs CONTINUE_AND_REPLACE, and
+// Envoy drops content-length itself.
+func replaceBody(common *extprocv3.CommonResponse, body []byte, bodyPhase bool) {
+	common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+	if bodyPhase {
+		common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setOpt("content-length", strconv.Itoa(len(body)), false))
+	} else {
+		common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
+	}
 }
 
 func (st *stream) responseMutation(bodyPhase bool) (*extprocv3.CommonResponse, error) {
@@ -469,12 +502,7 @@ func (st *stream) responseMutation(bodyPhase bool) (*extprocv3.CommonResponse, e
 		hm.SetHeaders = append(hm.SetHeaders, setOpt(":status", strconv.Itoa(r.Status), false))
 	}
 	if c.ResponseBody {
-		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: r.Body}}
-		if bodyPhase {
-			hm.SetHeaders = append(hm.SetHeaders, setOpt("content-length", strconv.Itoa(len(r.Body)), false))
-		} else {
-			common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
-		}
+		replaceBody(common, r.Body, bodyPhase)
 	}
 	st.x.ResetChanges()
 	return common, nil
@@ -513,60 +541,21 @@ func headerMutation(h flows.Headers, names []string) (*extprocv3.HeaderMutation,
 	return hm, nil
 }
 
-// panicReply is the 500 for a recovered panic. The reply runs the
-// response plugins; if one panics again (say the plugin that panicked in
-// header_filter), the 500 goes out without them rather than the panic
-// escaping the recover and ending the process.
-func (st *stream) panicReply() (resp *extprocv3.ProcessingResponse) {
-	internal := &flows.HTTPError{Status: 500, Message: "internal error"}
-	defer func() {
-		if recover() != nil {
-			st.pipe = nil
-			st.x.Reply = nil
-			resp = st.errorReply(internal, false)
-		}
-	}()
-	return st.errorReply(internal, false)
-}
-
-// errorReply renders err as the JSON error reply.
-func (st *stream) errorReply(err error, requestPath bool) *extprocv3.ProcessingResponse {
-	he := flows.AsHTTPError(err)
+// plainError is the 500 for a panic outside the plugins: sent without
+// running them, since the walk itself may be what broke.
+func (st *stream) plainError() *extprocv3.ProcessingResponse {
 	if st.x == nil {
 		st.x = flows.NewExchange("", flows.Request{}, st.srv.log)
-		st.pipe = nil
 	}
-	st.x.EnsureID() // before logging: the log and the reply name the same id
-	if he.Status >= 500 {
-		// srv.log: x.Log may already carry request_id (a duplicate JSON key).
-		st.srv.log.Error("request failed", zap.Int("status", he.Status), zap.String("message", he.Message),
-			zap.Error(he.Err), zap.String("request_id", st.x.ID), zap.String("route", st.route))
-	}
-	body, _ := json.Marshal(map[string]string{"message": he.Message, "request_id": st.x.ID})
-	h := flows.Headers{"content-type": {"application/json"}}
-	for k, v := range he.Headers {
-		h[k] = append([]string(nil), v...)
-	}
-	st.x.Respond(he.Status, h, body)
-	return st.localReply(requestPath)
+	st.x.Reply = flows.ErrorReply(st.x, &flows.HTTPError{Status: 500, Message: "internal error"})
+	return st.immediate()
 }
 
-// localReply sends x.Reply as an ImmediateResponse, after letting the
-// response-phase plugins see it as Kong would.
-func (st *stream) localReply(requestPath bool) *extprocv3.ProcessingResponse {
-	rep := st.x.Reply
-	st.x.Reply = nil
-	st.x.Response = flows.Response{Status: rep.Status, Headers: rep.Headers, Body: rep.Body, HasBody: true}
-	if st.pipe != nil {
-		if err := st.run(flows.PhaseHeaderFilter); err == nil && st.x.Reply == nil {
-			_ = st.run(flows.PhaseBodyFilter)
-		}
-	}
-	if st.x.Reply != nil { // a response plugin answered again: take it as is
-		st.x.Response = flows.Response{Status: st.x.Reply.Status, Headers: st.x.Reply.Headers, Body: st.x.Reply.Body}
-	}
+// immediate sends x.Reply, already through the response phases, as an
+// ImmediateResponse and ends the stream.
+func (st *stream) immediate() *extprocv3.ProcessingResponse {
+	r := st.x.Reply
 	st.done = true
-	r := st.x.Response
 	hm := &extprocv3.HeaderMutation{}
 	for _, k := range r.Headers.Keys() {
 		for i, v := range r.Headers[k] {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/flows/lua"
+	"github.com/sidecall/sidecall/plugins"
 	"github.com/sidecall/sidecall/processor"
 )
 
@@ -32,6 +33,8 @@ type appOptions struct {
 	maxRecv int
 	luaMode string // untrusted_lua: sandbox or off
 	pprof   bool   // Go profiles on the admin listener
+	// luaTimeout is the per-call Lua time limit (0: lua.DefaultTimeout).
+	luaTimeout time.Duration
 }
 
 const untrustedLuaUsage = "Kong's untrusted_lua: sandbox runs config Lua and $(...) in the sandbox; off rejects them at load (SIDECALL_UNTRUSTED_LUA)"
@@ -42,14 +45,10 @@ const maxLuaTimeout = 10 * time.Second
 
 const luaTimeoutUsage = "per-call time limit of a Lua chunk or $(...) expression, above 0 and at most 10s (SIDECALL_LUA_TIMEOUT)"
 
-// configureLua checks --lua-timeout and applies it to the process-wide
-// sandbox; call it before a config loads.
-func configureLua(timeout time.Duration) error {
+// checkLuaTimeout checks a --lua-timeout value.
+func checkLuaTimeout(timeout time.Duration) error {
 	if timeout <= 0 || timeout > maxLuaTimeout {
 		return fmt.Errorf("want a duration above 0 and at most %s, got %s", maxLuaTimeout, timeout)
-	}
-	if flows.LuaSandbox().Options().Timeout != timeout {
-		flows.ConfigureLua(lua.Options{Timeout: timeout})
 	}
 	return nil
 }
@@ -58,7 +57,7 @@ func configureLua(timeout time.Duration) error {
 type app struct {
 	opts      appOptions
 	log       *zap.Logger
-	reg       *flows.Registry
+	plugins   *plugins.Set
 	res       *flows.Resources
 	holder    *processor.Holder
 	proc      *processor.Server
@@ -76,7 +75,7 @@ func newApp(o appOptions) (*app, error) {
 	if o.log == nil {
 		o.log = zap.NewNop()
 	}
-	a := &app{opts: o, log: o.log, reg: registry(), res: flows.NewResources(), holder: &processor.Holder{},
+	a := &app{opts: o, log: o.log, res: flows.NewResources(), holder: &processor.Holder{},
 		prom: prometheus.NewRegistry()}
 	a.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecall_config_reloads_total",
@@ -86,10 +85,12 @@ func newApp(o appOptions) (*app, error) {
 	a.prom.MustRegister(a.reloads, a.lastOK)
 	a.reloads.WithLabelValues("ok")
 	a.reloads.WithLabelValues("failed")
-	registerPluginMetrics(a)
+	a.plugins = plugins.New(plugins.Options{Metrics: a.prom, Version: version, Lua: lua.Options{Timeout: o.luaTimeout}})
+	a.ready = append(a.ready, func() bool { return a.plugins.Ready(a.res) })
 	snap, err := a.load()
 	if err != nil {
 		a.res.Close()
+		a.plugins.Close()
 		return nil, err
 	}
 	a.holder.Swap(snap)
@@ -101,7 +102,7 @@ func newApp(o appOptions) (*app, error) {
 }
 
 func (a *app) load() (*flows.Snapshot, error) {
-	lo := flows.LoadOptions{Registry: a.reg, Resources: a.res, Log: a.log, UntrustedLua: a.opts.luaMode}
+	lo := flows.LoadOptions{Registry: a.plugins.Registry, Resources: a.res, Lua: a.plugins.Lua, Log: a.log, UntrustedLua: a.opts.luaMode}
 	if a.opts.data != nil {
 		return flows.Load(a.opts.config, a.opts.data, lo)
 	}
@@ -264,6 +265,7 @@ func (a *app) close() {
 		if err := a.res.Close(); err != nil {
 			a.log.Warn("closing clients", zap.Error(err))
 		}
+		a.plugins.Close()
 	})
 }
 

@@ -134,6 +134,7 @@ func quoteHandler(_ context.Context, req *kafkav1.Request) *kafkav1.Reply {
 type demoOptions struct {
 	listen, adminListen string
 	log                 *zap.Logger
+	luaTimeout          time.Duration
 	ready               func(base, admin string) // called once everything answers
 }
 
@@ -160,7 +161,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 
 	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow,
 		"{{KAFKA_HOST}}", kh, "{{KAFKA_PORT}}", kp).Replace(demoConfig)
-	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log})
+	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout})
 	if err != nil {
 		return err
 	}
@@ -225,7 +226,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
-	if err := configureLua(*luaTimeout); err != nil {
+	if err := checkLuaTimeout(*luaTimeout); err != nil {
 		fmt.Fprintln(stderr, "sidecall demo: --lua-timeout:", err)
 		return 2
 	}
@@ -236,7 +237,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log}, stdout); err != nil {
+	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout}, stdout); err != nil {
 		fmt.Fprintln(stderr, "sidecall demo:", err)
 		return 1
 	}

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"gopkg.in/yaml.v3"
 
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/envoy"
 	"github.com/sidecall/sidecall/envoy/envoytest"
 	"github.com/sidecall/sidecall/flows"
@@ -307,7 +306,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 }
 
 func TestE2EPanicIs500JSONForThatRequestOnly(t *testing.T) {
-	reg := wire.Registry()
+	reg := flows.NewRegistry()
 	reg.Register("panic", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return panicPlugin{}, nil })
 	reg.Register("fail", 1, func(*flows.Builder, *yaml.Node, flows.Path) (flows.Plugin, error) { return failPlugin{}, nil })
 	h := envoytest.Start(t, `services: [{name: a, url: 'http://127.0.0.1:1', routes: [{name: boom, paths: [/boom], plugins: [{name: panic}]}, {name: ok, paths: [/ok]}, {name: bad, paths: [/bad], plugins: [{name: fail}]}]}]`, envoytest.Options{Registry: reg})

@@ -11,7 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/sidecall/sidecall/envoy/envoytest/netport"
+	"github.com/sidecall/sidecall/internal/netport"
 )
 
 // readyzStatus is /readyz's status, or 0 while the admin API does not answer.

@@ -88,7 +88,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall serve: --untrusted-lua:", err)
 		return 2
 	}
-	if err := configureLua(f.luaTimeout); err != nil {
+	if err := checkLuaTimeout(f.luaTimeout); err != nil {
 		fmt.Fprintln(stderr, "sidecall serve: --lua-timeout:", err)
 		return 2
 	}
@@ -98,7 +98,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, luaMode: f.luaMode, pprof: f.pprof})
+	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

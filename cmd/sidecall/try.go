@@ -87,7 +87,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try: -c FILE and --upstream URL are required")
 		return 2
 	}
-	if err := configureLua(*luaTimeout); err != nil {
+	if err := checkLuaTimeout(*luaTimeout); err != nil {
 		fmt.Fprintln(stderr, "sidecall try: --lua-timeout:", err)
 		return 2
 	}
@@ -96,7 +96,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try:", err)
 		return 2
 	}
-	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode})
+	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/plugins"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -23,7 +24,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall validate: -c FILE is required")
 		return 2
 	}
-	snap, err := flows.LoadFile(*file, flows.LoadOptions{Registry: registry(), UntrustedLua: *luaMode})
+	snap, err := flows.LoadFile(*file, flows.LoadOptions{Registry: plugins.New(plugins.Options{}).Registry, UntrustedLua: *luaMode, NoProvision: true})
 	if err != nil {
 		var ce *flows.ConfigError
 		if errors.As(err, &ce) {
@@ -36,9 +37,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer snap.Close()
-	plugins := 0
+	nPlugins := 0
 	for _, r := range snap.Routes {
-		plugins += len(r.Pipeline.Instances)
+		nPlugins += len(r.Pipeline.Instances)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes, %d global plugins)\n", *file, len(snap.Services), len(snap.Routes), len(snap.Global.Instances))
 	return 0

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
+
+// testPlugin names the flows tests' own plugins, which sidecall lacks.
+var testPlugin = regexp.MustCompile(`\b(test|top|low)-plugin\b`)
 
 func TestValidateExitCodes(t *testing.T) {
 	bad, _ := filepath.Glob("../../flows/testdata/bad/*.yaml")
@@ -25,7 +29,7 @@ func TestValidateExitCodes(t *testing.T) {
 		// The CLI prints the same lines as the golden file, with the path as given.
 		want := strings.ReplaceAll(string(golden), "testdata/bad/", "../../flows/testdata/bad/")
 		src, _ := os.ReadFile(f)
-		if bytes.Contains(src, []byte("test-plugin")) || strings.Contains(want, "sidecall has:") {
+		if testPlugin.Match(src) || strings.Contains(want, "sidecall has:") {
 			continue // written for the flows test registry
 		}
 		if out.String() != want {

@@ -18,9 +18,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/envoy"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/lua"
+	"github.com/sidecall/sidecall/plugins"
 	"github.com/sidecall/sidecall/processor"
 )
 
@@ -28,8 +29,11 @@ import (
 type Options struct {
 	// Upstream is the upstream base URL; empty starts an Echo server.
 	Upstream string
-	// Registry defaults to every plugin (wire.Registry).
+	// Registry defaults to every plugin (plugins.New), with their metrics
+	// in the harness's registry.
 	Registry *flows.Registry
+	// Lua sets the Lua limits (time limit, caps); zero values are defaults.
+	Lua lua.Options
 	// Envoy, if set, edits the stand-in's config before it starts.
 	Envoy func(*envoy.Config)
 	// Dir is where the config file is written (for relative vault refs).
@@ -45,6 +49,8 @@ type Harness struct {
 	Server    *processor.Server
 	Resources *flows.Resources
 	Metrics   *prometheus.Registry
+	Lua       *flows.LuaRuntime
+	Plugins   *plugins.Set
 	Upstream  string
 	GRPCAddr  string
 	registry  *flows.Registry
@@ -57,9 +63,6 @@ func ShippedEnvoy(c *envoy.Config) { envoy.SidecallDefaults(c) }
 // Start starts a harness serving cfg (decK YAML).
 func Start(t testing.TB, cfg string, o Options) *Harness {
 	t.Helper()
-	if o.Registry == nil {
-		o.Registry = wire.Registry()
-	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
@@ -73,12 +76,16 @@ func Start(t testing.TB, cfg string, o Options) *Harness {
 	}
 	h := &Harness{Holder: &processor.Holder{}, Resources: flows.NewResources(), Metrics: prometheus.NewRegistry(),
 		Upstream: o.Upstream, registry: o.Registry, dir: o.Dir}
+	h.Plugins = plugins.New(plugins.Options{Metrics: h.Metrics, Version: "test", Lua: o.Lua})
+	h.Lua = h.Plugins.Lua
+	if h.registry == nil {
+		h.registry = h.Plugins.Registry
+	}
 	snap, err := h.load(cfg)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	h.Holder.Swap(snap)
-	wire.Metrics(h.Metrics)
 	h.Server = processor.New(processor.Options{Holder: h.Holder, Log: o.Log, Metrics: processor.NewMetrics(h.Metrics)})
 	g := h.Server.GRPCServer()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,12 +119,13 @@ func Start(t testing.TB, cfg string, o Options) *Harness {
 			s.Close()
 		}
 		h.Resources.Close()
+		h.Plugins.Close()
 	})
 	return h
 }
 
 func (h *Harness) load(cfg string) (*flows.Snapshot, error) {
-	return flows.Load(h.dir+"/kong.yml", []byte(cfg), flows.LoadOptions{Registry: h.registry, Resources: h.Resources})
+	return flows.Load(h.dir+"/kong.yml", []byte(cfg), flows.LoadOptions{Registry: h.registry, Resources: h.Resources, Lua: h.Lua})
 }
 
 // Reload swaps in a new config; a bad one returns its error and keeps the

@@ -8,8 +8,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/plugins"
 	"github.com/sidecall/sidecall/processor"
 )
 
@@ -18,6 +19,11 @@ import (
 // and the function that stops it all (the sections measure this process's
 // CPU, processor and load client together).
 func inProcess(cfg string) (*grpc.ClientConn, func(), error) {
+	return inProcessWith(cfg, prometheus.NewRegistry())
+}
+
+// inProcessWith is inProcess with the plugins' metrics in reg.
+func inProcessWith(cfg string, reg *prometheus.Registry) (*grpc.ClientConn, func(), error) {
 	var undo []func()
 	stop := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -31,7 +37,9 @@ func inProcess(cfg string) (*grpc.ClientConn, func(), error) {
 	undo = append(undo, func() { os.RemoveAll(dir) })
 	res := flows.NewResources()
 	undo = append(undo, func() { res.Close() })
-	snap, err := flows.Load(filepath.Join(dir, "kong.yml"), []byte(cfg), flows.LoadOptions{Registry: wire.Registry(), Resources: res})
+	set := plugins.New(plugins.Options{Metrics: reg, Version: "bench"})
+	undo = append(undo, set.Close)
+	snap, err := flows.Load(filepath.Join(dir, "kong.yml"), []byte(cfg), flows.LoadOptions{Registry: set.Registry, Resources: res, Lua: set.Lua})
 	if err != nil {
 		stop()
 		return nil, nil, err
@@ -58,4 +66,31 @@ func inProcess(cfg string) (*grpc.ClientConn, func(), error) {
 	}
 	undo = append(undo, func() { conn.Close() })
 	return conn, stop, nil
+}
+
+// counter sums the samples of a counter in reg whose labels include want.
+func counter(reg *prometheus.Registry, name string, want map[string]string) float64 {
+	mfs, _ := reg.Gather()
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for k, v := range want {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == k && l.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }

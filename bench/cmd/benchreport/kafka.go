@@ -2,8 +2,8 @@ package main
 
 // The Kafka request-reply section: sidecall's kafka-request-reply (through
 // the ext_proc processor) against a raw sarama produce → respond → consume
-// loop doing the same work, and against a consumer per request (the seed's
-// design), all on one in-process kfake broker with one in-process
+// loop doing the same work, and against a consumer per request (the Kong
+// plugin design), all on one in-process kfake broker with one in-process
 // kafka.Responder per request topic.
 
 import (
@@ -25,6 +25,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,9 +33,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sidecall/sidecall/bench/load"
-	"github.com/sidecall/sidecall/cmd/sidecall/wire"
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/kafka"
+	"github.com/sidecall/sidecall/plugins"
 	"github.com/sidecall/sidecall/processor"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
@@ -265,7 +266,7 @@ func (r *rawLoop) close() {
 	r.prod.Close()
 }
 
-// perRequest is the seed's design: each request opens its own consumer of
+// perRequest is the Kong plugin design: each request opens its own consumer of
 // the reply topic (a new client: connection and metadata; every partition
 // from the newest offset: one offset lookup each), produces, reads until
 // its correlation ID shows up, and closes the consumer. It is the
@@ -403,14 +404,15 @@ func startResponders(ctx context.Context, addr string, topics ...string) (wait f
 
 // startKafkaProcessor serves the bench config from an in-process sidecall
 // processor on 127.0.0.1.
-func startKafkaProcessor(addr string) (conn *grpc.ClientConn, res *flows.Resources, stop func(), err error) {
+func startKafkaProcessor(addr string) (conn *grpc.ClientConn, ready func() bool, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "sidecall-kafka-bench")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	res = flows.NewResources()
+	res := flows.NewResources()
+	set := plugins.New(plugins.Options{Metrics: prometheus.NewRegistry(), Version: "bench"})
 	snap, err := flows.Load(filepath.Join(dir, "kong.yml"), []byte(kafkaBenchConfig(addr)),
-		flows.LoadOptions{Registry: wire.Registry(), Resources: res})
+		flows.LoadOptions{Registry: set.Registry, Resources: res, Lua: set.Lua})
 	if err != nil {
 		res.Close()
 		os.RemoveAll(dir)
@@ -435,13 +437,14 @@ func startKafkaProcessor(addr string) (conn *grpc.ClientConn, res *flows.Resourc
 		g.Stop()
 		snap.Close()
 		res.Close()
+		set.Close()
 		os.RemoveAll(dir)
 	}
 	if err != nil {
 		stop()
 		return nil, nil, nil, err
 	}
-	return conn, res, stop, nil
+	return conn, func() bool { return set.Ready(res) }, stop, nil
 }
 
 type kafkaRow struct {
@@ -475,12 +478,12 @@ func runKafka() (string, error) {
 		return "", err
 	}
 
-	conn, res, stop, err := startKafkaProcessor(addr)
+	conn, ready, stop, err := startKafkaProcessor(addr)
 	if err != nil {
 		return "", err
 	}
 	defer stop()
-	for i := 0; !kafka.Ready(res); i++ {
+	for i := 0; !ready(); i++ {
 		if i > 1000 {
 			return "", errors.New("kafka-request-reply not ready after 10s")
 		}
@@ -550,9 +553,9 @@ func kafkaReport(rows []kafkaRow) string {
 		line("sidecall: processor + kafka-request-reply", r.sidecall)
 		line("raw sarama loop called directly (no ext_proc hop)", r.raw)
 		if r.cprMeasured {
-			line("consumer per request (seed's design, no ext_proc hop)", r.cpr)
+			line("consumer per request (Kong plugin design, no ext_proc hop)", r.cpr)
 		} else {
-			fmt.Fprintf(&b, "| %d | consumer per request (seed's design) | – | not measured (500 consumers at once) | | | | | |\n", r.c)
+			fmt.Fprintf(&b, "| %d | consumer per request (Kong plugin design) | – | not measured (500 consumers at once) | | | | | |\n", r.c)
 		}
 	}
 	fmt.Fprintf(&b, "\n")
@@ -570,7 +573,7 @@ func kafkaReport(rows []kafkaRow) string {
 		}
 		fmt.Fprintf(&b, ".\n")
 	}
-	fmt.Fprintf(&b, "\nTargets (issue 5): sidecall >= 0.8x the raw produce→respond→consume loop's throughput and p99 <= 1.5x, at each concurrency, "+
+	fmt.Fprintf(&b, "\nTargets: sidecall >= 0.8x the raw produce→respond→consume loop's throughput and p99 <= 1.5x, at each concurrency, "+
 		"compared with the floor that pays the same ext_proc gRPC hop; the direct loop (no hop) is shown for scale.\n\n")
 	fmt.Fprintf(&b, "Method: one in-process kfake broker on 127.0.0.1 (3 partitions per topic), one in-process kafka.Responder per request topic answering a fixed 200 JSON. "+
 		"sidecall and the floor are in-process ext_proc servers driven by the load client (request headers only, one stream per request, route by xds.route_name); "+
