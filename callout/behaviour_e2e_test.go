@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -20,67 +19,18 @@ import (
 // the server; what the upstream received is read from the Echo answer; what
 // the client received from the HTTP response.
 
-// recordedHit is one request a callout server received.
-type recordedHit struct {
-	Method string
-	URI    string // RequestURI as sent on the wire
-	Path   string
-	Query  string
-	Header http.Header
-	Body   string
-}
-
-// recServer is a callout server recording each request.
-type recServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	hits []recordedHit
-}
-
 // startRecServer starts a callout server; answer gets the request and its
 // 1-based number. A nil answer replies 200 {"ok":true}.
-func startRecServer(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int)) *recServer {
+func startRecServer(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int)) *envoytest.Recorder {
 	t.Helper()
-	s := &recServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.hits = append(s.hits, recordedHit{Method: r.Method, URI: r.RequestURI, Path: r.URL.Path, Query: r.URL.RawQuery,
-			Header: r.Header.Clone(), Body: string(b)})
-		n := len(s.hits)
-		s.mu.Unlock()
+	return envoytest.Record(t, func(n int, w http.ResponseWriter, r *http.Request) {
 		if answer == nil {
 			w.Header().Set("content-type", "application/json")
 			_, _ = io.WriteString(w, `{"ok":true}`)
 			return
 		}
 		answer(w, r, n)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *recServer) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.hits)
-}
-
-func (s *recServer) all() []recordedHit {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]recordedHit(nil), s.hits...)
-}
-
-// last returns the last request, failing when there is none.
-func (s *recServer) last(t *testing.T) recordedHit {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.hits) == 0 {
-		t.Fatal("callout server saw no request")
-	}
-	return s.hits[len(s.hits)-1]
+	})
 }
 
 // answerJSON answers with status and a JSON body (and x-from: cs).
@@ -213,10 +163,10 @@ func TestStaticURLSentAsConfigured(t *testing.T) {
 	// (query.forward and headers.forward default to false).
 	resp, body := h.Get(t, "/static-url/sub?client=1&a=9")
 	wantStatus(t, resp, body, 200)
-	if cs.count() != 1 {
-		t.Fatalf("callout server saw %d requests, want 1", cs.count())
+	if cs.Count() != 1 {
+		t.Fatalf("callout server saw %d requests, want 1", cs.Count())
 	}
-	hit := cs.last(t)
+	hit := cs.Last(t)
 	if hit.Method != "GET" {
 		t.Errorf("callout method %s, want GET (default)", hit.Method)
 	}
@@ -246,8 +196,8 @@ func TestStaticURLSentAsConfigured(t *testing.T) {
 
 	resp, body = h.Get(t, "/static-url")
 	wantStatus(t, resp, body, 200)
-	if cs.count() != 2 || cs.last(t).URI != "/static/a%2Fb/c%20d?a=1&b=two&b=three" {
-		t.Errorf("after refused reloads: callout hits %d, last %q; want the old config still calling", cs.count(), cs.last(t).URI)
+	if cs.Count() != 2 || cs.Last(t).URI != "/static/a%2Fb/c%20d?a=1&b=two&b=three" {
+		t.Errorf("after refused reloads: callout hits %d, last %q; want the old config still calling", cs.Count(), cs.Last(t).URI)
 	}
 }
 
@@ -313,7 +263,7 @@ func TestCalloutContextInKongCtxShared(t *testing.T) {
 
 	resp, body := h.Get(t, "/ctx")
 	wantStatus(t, resp, body, 200)
-	hits := cs.all()
+	hits := cs.All()
 	if len(hits) != 2 {
 		t.Fatalf("callout server saw %d requests, want 2 (first + 1 retry)", len(hits))
 	}
@@ -399,13 +349,13 @@ func TestMostSpecificPluginScopeWins(t *testing.T) {
 		{"/no/route/here", "global"},     // no route: global plugins only
 	} {
 		t.Run(strings.TrimPrefix(tc.path, "/"), func(t *testing.T) {
-			before := cs.count()
+			before := cs.Count()
 			resp, body := h.Get(t, tc.path)
 			wantStatus(t, resp, body, 200)
-			if n := cs.count() - before; n != 1 {
+			if n := cs.Count() - before; n != 1 {
 				t.Fatalf("%d callouts, want exactly 1 (one instance per plugin name)", n)
 			}
-			if got := cs.last(t).Path; got != "/"+tc.want {
+			if got := cs.Last(t).Path; got != "/"+tc.want {
 				t.Errorf("callout went to %s, want /%s", got, tc.want)
 			}
 			e := envoytest.DecodeEcho(t, body)
@@ -474,12 +424,12 @@ func TestRunsAfterPreFunctionBeforePostFunction(t *testing.T) {
 
 	resp, body := h.Get(t, "/order", "X-Client", "c1")
 	wantStatus(t, resp, body, 200)
-	if cs.count() != 1 {
-		t.Fatalf("callout server saw %d requests, want 1", cs.count())
+	if cs.Count() != 1 {
+		t.Fatalf("callout server saw %d requests, want 1", cs.Count())
 	}
 	// pre-function (1000000) ran before request-callout (812): its header
 	// and kong.ctx.shared value reached the callout.
-	hit := cs.last(t)
+	hit := cs.Last(t)
 	wantHeaders(t, "callout", hit.Header, map[string]string{
 		"X-Client":     "c1",
 		"X-Pre":        "from-pre",
@@ -510,8 +460,8 @@ func TestStaticURLQueryKeptAsWritten(t *testing.T) {
 			h := startBehind(t, cfg, up)
 			resp, body := h.Get(t, "/static-url")
 			wantStatus(t, resp, body, 200)
-			if want := "/static/a%2Fb/c%20d?" + q; cs.last(t).URI != want {
-				t.Errorf("callout request URI %q, want %q (as configured)", cs.last(t).URI, want)
+			if want := "/static/a%2Fb/c%20d?" + q; cs.Last(t).URI != want {
+				t.Errorf("callout request URI %q, want %q (as configured)", cs.Last(t).URI, want)
 			}
 		})
 	}

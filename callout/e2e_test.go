@@ -11,7 +11,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +19,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,51 +27,18 @@ import (
 	"github.com/sidecall/sidecall/envoy/envoytest"
 )
 
-// hit is one request a callout server received.
-type hit struct {
-	Method, Path, Query string
-	Header              http.Header
-	Body                string
-}
-
-// calloutSrv is a callout target on 127.0.0.1: it records every request and
-// answers with what answer returns (status, JSON body).
-type calloutSrv struct {
-	*httptest.Server
-	mu   sync.Mutex
-	hits []hit
-}
-
-func startCallout(t *testing.T, answer func(n int, r *http.Request) (int, any)) *calloutSrv {
+// startCallout is a callout target on 127.0.0.1: it records every request
+// and answers with what answer returns (status, JSON body).
+func startCallout(t *testing.T, answer func(n int, r *http.Request) (int, any)) *envoytest.Recorder {
 	t.Helper()
-	s := &calloutSrv{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.hits = append(s.hits, hit{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(b)})
-		n := len(s.hits)
-		s.mu.Unlock()
+	return envoytest.Record(t, func(n int, w http.ResponseWriter, r *http.Request) {
 		status, v := answer(n, r)
 		w.Header().Set("content-type", "application/json")
 		w.WriteHeader(status)
 		if v != nil {
 			_ = json.NewEncoder(w).Encode(v)
 		}
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *calloutSrv) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.hits)
-}
-
-func (s *calloutSrv) all() []hit {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]hit(nil), s.hits...)
+	})
 }
 
 // upstream is the Echo upstream, counting the requests it got.
@@ -151,7 +116,7 @@ func example(t *testing.T, file string) string {
 const mocky = "https://run.mocky.io/v3/3d380788-e25f-4101-970b-70e95eacf892"
 
 // tokenServer plays the examples' token service: {"token": tok}.
-func tokenServer(t *testing.T, tok string) *calloutSrv {
+func tokenServer(t *testing.T, tok string) *envoytest.Recorder {
 	return startCallout(t, func(int, *http.Request) (int, any) { return 200, map[string]string{"token": tok} })
 }
 
@@ -169,7 +134,7 @@ func TestE2EExampleTokenInjection(t *testing.T) {
 	if e.Path != "/api/orders" || e.Query != "user=7&x=1" {
 		t.Fatalf("upstream got %s?%s", e.Path, e.Query)
 	}
-	hs := tok.all()
+	hs := tok.All()
 	if len(hs) != 1 || ups.Load() != 1 {
 		t.Fatalf("callout calls = %d, upstream calls = %d, want 1 and 1", len(hs), ups.Load())
 	}
@@ -209,10 +174,10 @@ func TestE2EExampleRetryThenExhausted(t *testing.T) {
 	if got := e.Header("X-Retries"); got != "2 code 500 503" {
 		t.Fatalf("callout context retries = %q, want 2 retries caused by codes 500 and 503", got)
 	}
-	if srv.count() != 3 || ups.Load() != 1 {
-		t.Fatalf("callout calls = %d, upstream calls = %d, want 3 and 1", srv.count(), ups.Load())
+	if srv.Count() != 3 || ups.Load() != 1 {
+		t.Fatalf("callout calls = %d, upstream calls = %d, want 3 and 1", srv.Count(), ups.Load())
 	}
-	for i, hh := range srv.all() {
+	for i, hh := range srv.All() {
 		if hh.Query != "q=1" {
 			t.Fatalf("attempt %d got query %q", i+1, hh.Query)
 		}
@@ -228,8 +193,8 @@ func TestE2EExampleRetryThenExhausted(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(body), "service callout error") {
 		t.Fatalf("exhausted retries: %d %s, want Kong's 400 service callout error", resp.StatusCode, body)
 	}
-	if bad.count() != 4 || ups.Load() != 1 {
-		t.Fatalf("exhausted retries: callout calls = %d (want 4), upstream calls = %d (want still 1)", bad.count(), ups.Load())
+	if bad.Count() != 4 || ups.Load() != 1 {
+		t.Fatalf("exhausted retries: callout calls = %d (want 4), upstream calls = %d (want still 1)", bad.Count(), ups.Load())
 	}
 }
 
@@ -248,8 +213,8 @@ func TestE2EExampleMemoryCache(t *testing.T) {
 		if got := e.Header("Authorization"); got != "Bearer tok-1" {
 			t.Fatalf("request %d: upstream Authorization = %q, want the first (cached) token", i, got)
 		}
-		if srv.count() != 1 {
-			t.Fatalf("after request %d: callout calls = %d, want 1 (the second request makes no call)", i, srv.count())
+		if srv.Count() != 1 {
+			t.Fatalf("after request %d: callout calls = %d, want 1 (the second request makes no call)", i, srv.Count())
 		}
 	}
 	if ups.Load() != 2 {
@@ -257,14 +222,14 @@ func TestE2EExampleMemoryCache(t *testing.T) {
 	}
 	// The forwarded query is part of the key: another one is a miss.
 	resp, body := h.Get(t, "/api?user=2")
-	if e := decodeEcho(t, resp, body); e.Header("Authorization") != "Bearer tok-2" || srv.count() != 2 {
-		t.Fatalf("another query: Authorization %q, calls %d; want a new call", e.Header("Authorization"), srv.count())
+	if e := decodeEcho(t, resp, body); e.Header("Authorization") != "Bearer tok-2" || srv.Count() != 2 {
+		t.Fatalf("another query: Authorization %q, calls %d; want a new call", e.Header("Authorization"), srv.Count())
 	}
 }
 
 // httpbin plays httpbin.org: /uuid answers {"uuid": ...}, /anything echoes
 // the request with "url" the full URL it was asked for.
-func httpbin(t *testing.T, uuid string) *calloutSrv {
+func httpbin(t *testing.T, uuid string) *envoytest.Recorder {
 	return startCallout(t, func(_ int, r *http.Request) (int, any) {
 		switch r.URL.Path {
 		case "/uuid":
@@ -280,7 +245,7 @@ func httpbin(t *testing.T, uuid string) *calloutSrv {
 // checkAggregate checks the client got the example's aggregated JSON from
 // kong.response.exit, both callouts were called once and the upstream
 // never.
-func checkAggregate(t *testing.T, resp *http.Response, body []byte, bin *calloutSrv, ups *atomic.Int32, uuid string) {
+func checkAggregate(t *testing.T, resp *http.Response, body []byte, bin *envoytest.Recorder, ups *atomic.Int32, uuid string) {
 	t.Helper()
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d, body %s", resp.StatusCode, body)
@@ -300,7 +265,7 @@ func checkAggregate(t *testing.T, resp *http.Response, body []byte, bin *callout
 		t.Fatalf("upstream called %d times; kong.response.exit must short-circuit it", ups.Load())
 	}
 	paths := map[string]int{}
-	for _, hh := range bin.all() {
+	for _, hh := range bin.All() {
 		paths[hh.Method+" "+hh.Path]++
 	}
 	if !reflect.DeepEqual(paths, map[string]int{"GET /uuid": 1, "GET /anything": 1}) {
@@ -375,14 +340,14 @@ func TestE2EExampleOrchestration(t *testing.T) {
 
 	check := func(id int, wantPosts []map[string]any) {
 		t.Helper()
-		before := len(jp.all())
+		before := len(jp.All())
 		resp, body := h.Get(t, "/callout-orchestrate")
 		// Kong's exit with a table body sets its own JSON content type
 		// over the one set_header gave (headers passed to exit would win).
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
 			t.Fatalf("user %d: status %d, content-type %q, body %s", id, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 		}
-		hs := jp.all()[before:]
+		hs := jp.All()[before:]
 		if len(hs) != 2 || hs[0].Path != "/users/1" || hs[0].Query != "" || hs[1].Path != "/posts" || hs[1].Query != "userId="+strconv.Itoa(id) {
 			t.Fatalf("user %d: callouts made %+v, want /users/1 then /posts?userId=%d (c1's id)", id, hs, id)
 		}
@@ -456,7 +421,7 @@ func TestE2EExampleAuthHeaderFromVault(t *testing.T) {
 	if ups.Load() != 1 {
 		t.Fatalf("upstream calls = %d", ups.Load())
 	}
-	hs := idp.all()
+	hs := idp.All()
 	if len(hs) != 1 {
 		t.Fatalf("token endpoint calls = %d, want 1", len(hs))
 	}
@@ -526,8 +491,8 @@ func TestE2EExampleResponseByLuaCacheKey(t *testing.T) {
 	if e := decodeEcho(t, resp, body); e.Header("Authorization") != "Bearer tok-1" {
 		t.Fatalf("upstream Authorization = %q", e.Header("Authorization"))
 	}
-	if srv.count() != 1 {
-		t.Fatalf("callout calls = %d", srv.count())
+	if srv.Count() != 1 {
+		t.Fatalf("callout calls = %d", srv.Count())
 	}
 	// response.by_lua's cache key: the entry is stored under some_key.
 	if keys := redisKeys(t, port, "*some_key"); len(keys) != 1 {
@@ -538,7 +503,7 @@ func TestE2EExampleResponseByLuaCacheKey(t *testing.T) {
 	if e := decodeEcho(t, resp, body); e.Header("Authorization") != "Bearer tok-1" {
 		t.Fatalf("second request: upstream Authorization = %q, want the cached token", e.Header("Authorization"))
 	}
-	if srv.count() != 1 || ups.Load() != 2 {
-		t.Fatalf("second request: callout calls = %d (want 1), upstream calls = %d (want 2)", srv.count(), ups.Load())
+	if srv.Count() != 1 || ups.Load() != 2 {
+		t.Fatalf("second request: callout calls = %d (want 1), upstream calls = %d (want 2)", srv.Count(), ups.Load())
 	}
 }

@@ -63,10 +63,10 @@ func TestExpressionsReadRequestVariables(t *testing.T) {
 
 	resp, body := h.Get(t, "/users/42/profile?user=alice", "X-In", "hello", "X-Multi", "m1", "X-Multi", "m2")
 	wantStatus(t, resp, body, 200)
-	if cs.count() != 1 {
-		t.Fatalf("callout server saw %d requests, want 1", cs.count())
+	if cs.Count() != 1 {
+		t.Fatalf("callout server saw %d requests, want 1", cs.Count())
 	}
-	hit := cs.last(t)
+	hit := cs.Last(t)
 	if hit.Path != "/vars/42" {
 		t.Errorf("callout path %q, want /vars/42 (uri_captures in url)", hit.Path)
 	}
@@ -132,7 +132,7 @@ func TestExpressionRendering(t *testing.T) {
 
 	resp, body := h.Get(t, "/render?b=B", "X-A", "A")
 	wantStatus(t, resp, body, 200)
-	hit := cs.last(t)
+	hit := cs.Last(t)
 	var got map[string]any
 	if err := json.Unmarshal([]byte(hit.Body), &got); err != nil {
 		t.Fatalf("callout body is not JSON: %v: %q", err, hit.Body)
@@ -210,7 +210,7 @@ func TestHashAndDollarLiterals(t *testing.T) {
 
 	resp, body := h.Get(t, "/hash?n=7")
 	wantStatus(t, resp, body, 200)
-	hit := cs.last(t)
+	hit := cs.Last(t)
 	var got map[string]any
 	if err := json.Unmarshal([]byte(hit.Body), &got); err != nil {
 		t.Fatalf("callout body is not JSON: %v: %q", err, hit.Body)
@@ -236,8 +236,8 @@ func TestHashAndDollarLiterals(t *testing.T) {
 	// The refused reloads left the good config serving.
 	resp, body = h.Get(t, "/hash?n=8")
 	wantStatus(t, resp, body, 200)
-	if cs.count() != 2 || cs.last(t).Header.Get("X-Hash") != "#tag" {
-		t.Errorf("after refused reloads: %d callout hits, X-Hash %q", cs.count(), cs.last(t).Header.Get("X-Hash"))
+	if cs.Count() != 2 || cs.Last(t).Header.Get("X-Hash") != "#tag" {
+		t.Errorf("after refused reloads: %d callout hits, X-Hash %q", cs.Count(), cs.Last(t).Header.Get("X-Hash"))
 	}
 }
 
@@ -289,13 +289,13 @@ func TestExpressionFallbackWithOr(t *testing.T) {
 		{"default", "/fallback", nil, "default"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := cs.count()
+			before := cs.Count()
 			resp, body := h.Get(t, tc.path, tc.headers...)
 			wantStatus(t, resp, body, 200)
-			if cs.count() != before+1 {
-				t.Fatalf("callout hits %d, want %d", cs.count(), before+1)
+			if cs.Count() != before+1 {
+				t.Fatalf("callout hits %d, want %d", cs.Count(), before+1)
 			}
-			wantHeaders(t, "callout", cs.last(t).Header, map[string]string{"X-Pick": tc.want, "X-False": "after-false"})
+			wantHeaders(t, "callout", cs.Last(t).Header, map[string]string{"X-Pick": tc.want, "X-False": "after-false"})
 			wantEchoHeaders(t, envoytest.DecodeEcho(t, body), map[string]string{"X-Up-Pick": "p", "X-Up-Default": "dflt"})
 		})
 	}
@@ -374,23 +374,23 @@ func TestExpressionRuntimeErrorIs500(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The same route works when the expression can be evaluated.
-			calls, ups := cs.count(), up.hits.Load()
+			calls, ups := cs.Count(), up.hits.Load()
 			resp, body := h.Do(t, tc.good)
 			wantStatus(t, resp, body, 200)
-			if cs.count() != calls+1 || up.hits.Load() != ups+1 {
-				t.Fatalf("good request: callout hits +%d, upstream hits +%d; want +1, +1", cs.count()-calls, up.hits.Load()-ups)
+			if cs.Count() != calls+1 || up.hits.Load() != ups+1 {
+				t.Fatalf("good request: callout hits +%d, upstream hits +%d; want +1, +1", cs.Count()-calls, up.hits.Load()-ups)
 			}
-			if hit := cs.last(t); !strings.HasPrefix(hit.URI, tc.goodHit) {
+			if hit := cs.Last(t); !strings.HasPrefix(hit.URI, tc.goodHit) {
 				t.Errorf("good request: callout URI %q, want %q", hit.URI, tc.goodHit)
 			}
 			if tc.goodHit == "/body" {
-				if hit := cs.last(t); hit.Body != `{"next":"42"}` {
+				if hit := cs.Last(t); hit.Body != `{"next":"42"}` {
 					t.Errorf("good request: callout body %s", hit.Body)
 				}
 			}
 			wantEchoHeaders(t, envoytest.DecodeEcho(t, body), tc.want)
 
-			calls, ups = cs.count(), up.hits.Load()
+			calls, ups = cs.Count(), up.hits.Load()
 			resp, body = h.Do(t, tc.bad)
 			wantStatus(t, resp, body, 500)
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
@@ -409,7 +409,7 @@ func TestExpressionRuntimeErrorIs500(t *testing.T) {
 			if n := up.hits.Load() - ups; n != 0 {
 				t.Errorf("upstream called %d times on an expression error, want 0", n)
 			}
-			if n := cs.count() - calls; n != tc.badCalls {
+			if n := cs.Count() - calls; n != tc.badCalls {
 				t.Errorf("callout server called %d times, want %d", n, tc.badCalls)
 			}
 		})
@@ -428,7 +428,7 @@ func TestURICapturesWhenEnvoyNamesTheRoute(t *testing.T) {
 		}})
 	resp, body := h.Get(t, "/users/42/profile?user=alice", "X-In", "hello", "X-Multi", "m1", "X-Multi", "m2")
 	wantStatus(t, resp, body, 200)
-	hit := cs.last(t)
+	hit := cs.Last(t)
 	if hit.Path != "/vars/42" {
 		t.Errorf("callout path %q, want /vars/42 (uri_captures in url)", hit.Path)
 	}

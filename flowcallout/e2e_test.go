@@ -1,16 +1,13 @@
 package flowcallout_test
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,69 +26,27 @@ import (
 // 127.0.0.1. What the flow service received is recorded by the server;
 // what the upstream received is read from the Echo answer.
 
-// flowHit is one request a flow server received.
-type flowHit struct {
-	Method, Path, Query string
-	Header              http.Header
-	Body                string
-}
-
-// e2eFlowServer is a shared flow service: records each request and answers
-// with status and body (JSON).
-type e2eFlowServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	hits []flowHit
-}
-
-func startFlowServer(t *testing.T, status int, body string) *e2eFlowServer {
+// startFlowServer is a shared-flow service answering status and a JSON
+// body, with its verdict in x-flow-verdict.
+func startFlowServer(t *testing.T, status int, body string) *envoytest.Recorder {
 	t.Helper()
-	s := newFlowServerE2E(status, body)
-	s.Start()
-	t.Cleanup(s.Close)
-	return s
+	return envoytest.Record(t, flowAnswer(status, body))
 }
 
 // startTLSFlowServer is startFlowServer over https, with httptest's
 // self-signed certificate (for 127.0.0.1), which no system root trusts.
-func startTLSFlowServer(t *testing.T, status int, body string) *e2eFlowServer {
+func startTLSFlowServer(t *testing.T, status int, body string) *envoytest.Recorder {
 	t.Helper()
-	s := newFlowServerE2E(status, body)
-	s.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake errors are the point
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	return s
+	return envoytest.RecordTLS(t, nil, flowAnswer(status, body))
 }
 
-func newFlowServerE2E(status int, body string) *e2eFlowServer {
-	s := &e2eFlowServer{}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.hits = append(s.hits, flowHit{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: string(b)})
-		s.mu.Unlock()
+func flowAnswer(status int, body string) func(int, http.ResponseWriter, *http.Request) {
+	return func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "application/json")
 		w.Header().Set("x-flow-verdict", fmt.Sprint(status))
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
-	}))
-	return s
-}
-
-func (s *e2eFlowServer) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.hits)
-}
-
-func (s *e2eFlowServer) only(t *testing.T) flowHit {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.hits) != 1 {
-		t.Fatalf("flow server got %d requests, want 1", len(s.hits))
 	}
-	return s.hits[0]
 }
 
 // countingUpstream is the Echo upstream that counts the requests it got.
@@ -256,8 +211,8 @@ func TestFlowCalloutE2EAllowedSharesResult(t *testing.T) {
 	if got := resp.Header.Get("X-Security-Verdict"); got != "200" {
 		t.Errorf("header_filter saw stored flow header %q, want 200", got)
 	}
-	if flow.count() != 1 {
-		t.Errorf("flow calls %d, want 1", flow.count())
+	if flow.Count() != 1 {
+		t.Errorf("flow calls %d, want 1", flow.Count())
 	}
 	if n := flowRuns(t, h, "my-shared-security-flow", flowcallout.ResultOK); n != 1 {
 		t.Errorf("sidecall_flow_runs_total{result=ok} = %v, want 1", n)
@@ -273,7 +228,7 @@ func TestFlowCalloutE2EFlowReceivesOriginalRequest(t *testing.T) {
 	t.Run("POST with body", func(t *testing.T) {
 		resp, body := e2eOrder(t, h)
 		wantStatus(t, resp, body, 200)
-		r := flow.only(t)
+		r := flow.Only(t)
 		if r.Method != "POST" {
 			t.Errorf("method %q", r.Method)
 		}
@@ -295,12 +250,10 @@ func TestFlowCalloutE2EFlowReceivesOriginalRequest(t *testing.T) {
 		}
 	})
 	t.Run("DELETE without body", func(t *testing.T) {
-		flow.mu.Lock()
-		flow.hits = nil
-		flow.mu.Unlock()
+		flow.Reset()
 		resp, body := h.Do(t, h.Request(t, "DELETE", "/api/orders/9?force=1", "", "X-Client", "c2"))
 		wantStatus(t, resp, body, 200)
-		r := flow.only(t)
+		r := flow.Only(t)
 		if r.Method != "DELETE" || r.Path != "/check/api/orders/9" || r.Query != "force=1" || r.Body != "" || r.Header.Get("X-Client") != "c2" {
 			t.Errorf("flow got %+v", r)
 		}
@@ -357,7 +310,7 @@ func TestFlowCalloutE2EDenied(t *testing.T) {
 		h := envoytest.Start(t, e2eSecurityFlowConfig(flow.URL, "", false, ""), envoytest.Options{})
 		resp, body := e2eOrder(t, h)
 		id := wantE2EDenied(t, resp, body)
-		if got := flow.only(t).Header.Get("X-Request-Id"); got == "" || got != id {
+		if got := flow.Only(t).Header.Get("X-Request-Id"); got == "" || got != id {
 			t.Errorf("flow saw x-request-id %q, error body request_id %q", got, id)
 		}
 	})
@@ -455,7 +408,7 @@ func TestFlowCalloutE2EFlowPluginAnswers(t *testing.T) {
 
 	resp, body := e2eOrder(t, h)
 	wantE2EDenied(t, resp, body)
-	if n := flow.count(); n != 0 {
+	if n := flow.Count(); n != 0 {
 		t.Errorf("flow service called %d times although the flow's plugin answered", n)
 	}
 	if upHits.Load() != 0 {
@@ -465,10 +418,10 @@ func TestFlowCalloutE2EFlowPluginAnswers(t *testing.T) {
 	// With the key the plugin lets the flow go on to its service.
 	resp, body = h.Do(t, h.Request(t, "POST", "/api/orders/1", "x", "X-Api-Key", "k1"))
 	wantStatus(t, resp, body, 200)
-	if n := flow.count(); n != 1 {
+	if n := flow.Count(); n != 1 {
 		t.Errorf("flow service called %d times, want 1", n)
 	}
-	if r := flow.only(t); r.Header.Get("X-Api-Key") != "k1" || r.Body != "x" {
+	if r := flow.Only(t); r.Header.Get("X-Api-Key") != "k1" || r.Body != "x" {
 		t.Errorf("flow got %+v", r)
 	}
 	if e := envoytest.DecodeEcho(t, body); e.Header("X-Security-User") != "ann" {
@@ -485,7 +438,7 @@ func TestFlowCalloutE2EFlowPluginAnswers(t *testing.T) {
 	if e.Header("X-Security-Status") != "401" || e.Header("X-Security-Failed") != "true" || e.Header("X-Security-Body") != `{"message":"no key"}` {
 		t.Errorf("stored result: status %q failed %q body %q", e.Header("X-Security-Status"), e.Header("X-Security-Failed"), e.Header("X-Security-Body"))
 	}
-	if n := flow.count(); n != 1 {
+	if n := flow.Count(); n != 1 {
 		t.Errorf("flow service called %d times, want still 1", n)
 	}
 }
@@ -544,7 +497,7 @@ services:
 	if e.Body != e2eOrderBody {
 		t.Errorf("upstream body %q", e.Body)
 	}
-	ra, rb := a.only(t), b.only(t)
+	ra, rb := a.Only(t), b.Only(t)
 	if ra.Path != "/a/api/orders/42" || rb.Path != "/b/api/orders/42" || ra.Body != e2eOrderBody || rb.Body != e2eOrderBody ||
 		ra.Query != "item=7&note=a%20b" || rb.Query != ra.Query {
 		t.Errorf("flow-a got %+v\nflow-b got %+v", ra, rb)
@@ -554,8 +507,8 @@ services:
 	b.Close()
 	resp, body = e2eOrder(t, h)
 	wantE2EDenied(t, resp, body)
-	if a.count() != 1 {
-		t.Errorf("flow-a service called after flow-b failed: %d calls", a.count())
+	if a.Count() != 1 {
+		t.Errorf("flow-a service called after flow-b failed: %d calls", a.Count())
 	}
 	if upHits.Load() != 1 {
 		t.Errorf("upstream hits %d, want 1 (only the allowed request)", upHits.Load())
@@ -596,8 +549,8 @@ services:
 		!strings.Contains(err.Error(), "services[0].plugins[0].config.shared_flow_service_name") {
 		t.Errorf("error does not name the cycle and its path: %v", err)
 	}
-	if flow.count() != 0 {
-		t.Errorf("loading touched the flow service: %d calls", flow.count())
+	if flow.Count() != 0 {
+		t.Errorf("loading touched the flow service: %d calls", flow.Count())
 	}
 	resp, body := e2eOrder(t, h)
 	wantStatus(t, resp, body, 200)
@@ -675,7 +628,7 @@ func TestFlowCalloutE2EExample(t *testing.T) {
 	if e.Header("X-Authenticated-User") != "ann" || e.Body != `{"x":1}` || e.Header("X-Request-ID") != "rid-1" {
 		t.Errorf("upstream got %+v", e)
 	}
-	if r := flow.only(t); r.Path != "/check/api/orders" || r.Query != "id=1" || r.Body != `{"x":1}` {
+	if r := flow.Only(t); r.Path != "/check/api/orders" || r.Query != "id=1" || r.Body != `{"x":1}` {
 		t.Errorf("flow got %+v", r)
 	}
 
@@ -703,12 +656,10 @@ func TestFlowCalloutE2EPreserveOriginalBody(t *testing.T) {
 			cfg := strings.Replace(e2eSecurityFlowConfig(flow.URL, "", false, rewrite), "on_flow_error_status: 403",
 				fmt.Sprintf("on_flow_error_status: 403\n              preserve_original_request_body: %v", c.preserve), 1)
 			h := envoytest.Start(t, cfg, envoytest.Options{})
-			flow.mu.Lock()
-			flow.hits = nil
-			flow.mu.Unlock()
+			flow.Reset()
 			resp, body := e2eOrder(t, h)
 			wantStatus(t, resp, body, 200)
-			if r := flow.only(t); r.Body != "rewritten-by-flow" {
+			if r := flow.Only(t); r.Body != "rewritten-by-flow" {
 				t.Errorf("flow service got body %q, want the flow plugin's", r.Body)
 			}
 			e := envoytest.DecodeEcho(t, body)
@@ -755,7 +706,7 @@ func TestFlowCalloutE2ETLSService(t *testing.T) {
 			resp, body := e2eOrder(t, h)
 			if !c.verified {
 				wantStatus(t, resp, body, 200)
-				if r := flow.only(t); r.Method != "POST" || r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody {
+				if r := flow.Only(t); r.Method != "POST" || r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody {
 					t.Errorf("flow got %s %s %q", r.Method, r.Path, r.Body)
 				}
 				if e := envoytest.DecodeEcho(t, body); e.Header("X-Security-User") != "ann" || e.Header("X-Security-Status") != "200" {
@@ -767,7 +718,7 @@ func TestFlowCalloutE2ETLSService(t *testing.T) {
 				return
 			}
 			wantE2EDenied(t, resp, body)
-			if n := flow.count(); n != 0 {
+			if n := flow.Count(); n != 0 {
 				t.Errorf("flow service got %d requests over an unverified connection", n)
 			}
 			if n := upHits.Load(); n != 0 {
@@ -789,7 +740,7 @@ func TestFlowCalloutE2ETLSService(t *testing.T) {
 				t.Errorf("stored result: status %q failed %q error %q", e.Header("X-Security-Status"),
 					e.Header("X-Security-Failed"), e.Header("X-Security-Error"))
 			}
-			if n := flow.count(); n != 0 {
+			if n := flow.Count(); n != 0 {
 				t.Errorf("flow service got %d requests", n)
 			}
 		})
@@ -806,11 +757,8 @@ func TestFlowCalloutE2EPrivateCA(t *testing.T) {
 	inter := testca.New(t, "private intermediate", root)
 	other := testca.New(t, "another root", nil)
 	const rootID, otherID = "0f4c9a52-3d1e-4b7a-9c2d-5e6f7a8b9c0d", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
-	flow := newFlowServerE2E(200, `{"allowed":true,"user":"ann"}`)
-	flow.TLS = &tls.Config{Certificates: []tls.Certificate{inter.ServerCert(t)}}
-	flow.Config.ErrorLog = log.New(io.Discard, "", 0)
-	flow.StartTLS()
-	t.Cleanup(flow.Close)
+	cert := inter.ServerCert(t)
+	flow := envoytest.RecordTLS(t, &cert, flowAnswer(200, `{"allowed":true,"user":"ann"}`))
 	if !strings.HasPrefix(flow.URL, "https://127.0.0.1:") {
 		t.Fatalf("flow server URL %q", flow.URL)
 	}
@@ -820,7 +768,7 @@ func TestFlowCalloutE2EPrivateCA(t *testing.T) {
 	h := envoytest.Start(t, cfg("    tls_verify: true\n    ca_certificates: ["+rootID+"]\n"), envoytest.Options{})
 	resp, body := e2eOrder(t, h)
 	wantStatus(t, resp, body, 200)
-	if r := flow.only(t); r.Method != "POST" || r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody {
+	if r := flow.Only(t); r.Method != "POST" || r.Path != "/check/api/orders/42" || r.Body != e2eOrderBody {
 		t.Errorf("flow got %s %s %q", r.Method, r.Path, r.Body)
 	}
 	if e := envoytest.DecodeEcho(t, body); e.Header("X-Security-User") != "ann" || e.Header("X-Security-Status") != "200" {
@@ -840,7 +788,7 @@ func TestFlowCalloutE2EPrivateCA(t *testing.T) {
 			t.Errorf("sidecall_flow_runs_total{result=transport_error} = %v, want %d", n, i+1)
 		}
 	}
-	if n := flow.count(); n != 1 {
+	if n := flow.Count(); n != 1 {
 		t.Errorf("flow service got %d requests, want only the verified one", n)
 	}
 
@@ -850,7 +798,7 @@ func TestFlowCalloutE2EPrivateCA(t *testing.T) {
 	}
 	resp, body = e2eOrder(t, h)
 	wantStatus(t, resp, body, 200)
-	if n := flow.count(); n != 2 {
+	if n := flow.Count(); n != 2 {
 		t.Errorf("flow service got %d requests, want 2", n)
 	}
 }
@@ -924,7 +872,7 @@ services:
 
 	// The sub-request: the flow service got the correlation header and the
 	// callout's header, on top of the original request.
-	r := flow.only(t)
+	r := flow.Only(t)
 	corr := r.Header.Get("X-Flow-Corr")
 	if len(corr) != 36 {
 		t.Errorf("flow service X-Flow-Corr %q, want a generated uuid", corr)
@@ -969,9 +917,7 @@ services:
 
 	// A second request runs the flow's plugins again, with a new id.
 	_, body = e2eOrder(t, h)
-	flow.mu.Lock()
-	second := flow.hits[len(flow.hits)-1].Header.Get("X-Flow-Corr")
-	flow.mu.Unlock()
+	second := flow.Last(t).Header.Get("X-Flow-Corr")
 	if second == "" || second == corr {
 		t.Errorf("second flow run X-Flow-Corr %q (first %q)", second, corr)
 	}
@@ -1081,7 +1027,7 @@ func TestFlowCalloutE2ELuaReadsStoredResult(t *testing.T) {
 		if err := json.Unmarshal(body, &m); err != nil || m["request_id"] != "rid-pre" || m["message"] == "" {
 			t.Errorf("body %s (err %v), want sidecall's JSON 500", body, err)
 		}
-		if n := flow.count(); n != 0 {
+		if n := flow.Count(); n != 0 {
 			t.Errorf("flow called %d times after the pre-function failed", n)
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sidecall/sidecall/correlation"
+	"github.com/sidecall/sidecall/envoy/envoytest"
 	"github.com/sidecall/sidecall/flowcallout"
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/testca"
@@ -92,48 +93,16 @@ func flowRegistryObserved(obs flowcallout.Observer) *flows.Registry {
 	return r
 }
 
-// seen is what a flow server received.
-type seen struct {
-	Method, Path, Query, Host string
-	Header                    http.Header
-	Body                      string
-}
-
-type flowServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	reqs []seen
-	hits atomic.Int32
-}
-
-func (s *flowServer) last(t *testing.T) seen {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.reqs) == 0 {
-		t.Fatal("flow server got no request")
-	}
-	return s.reqs[len(s.reqs)-1]
-}
-
 // newFlowServer answers with status, a JSON body and x-flow headers.
-func newFlowServer(t *testing.T, status int, body string) *flowServer {
+func newFlowServer(t *testing.T, status int, body string) *envoytest.Recorder {
 	t.Helper()
-	fs := &flowServer{}
-	fs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fs.hits.Add(1)
-		fs.mu.Lock()
-		fs.reqs = append(fs.reqs, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Clone(), string(b)})
-		fs.mu.Unlock()
+	return envoytest.Record(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Add("X-Flow", "a")
 		w.Header().Add("X-Flow", "b")
 		w.WriteHeader(status)
 		io.WriteString(w, body)
-	}))
-	t.Cleanup(fs.Close)
-	return fs
+	})
 }
 
 // deadURL is an address nobody listens on.
@@ -257,7 +226,7 @@ func TestFlowCalloutForwardsRequest(t *testing.T) {
 	fs := newFlowServer(t, 200, `{}`)
 	s := loadFlows(t, securityFlowConfig(fs.URL, ""))
 	runMain(t, s, "orders")
-	r := fs.last(t)
+	r := fs.Last(t)
 	if r.Method != "POST" {
 		t.Errorf("method = %q", r.Method)
 	}
@@ -293,8 +262,8 @@ func TestFlowCalloutFlowReturns500(t *testing.T) {
 	if got["status"] != 500 || got["failed"] != true {
 		t.Errorf("stored = %#v", got)
 	}
-	if fs.hits.Load() != 1 {
-		t.Errorf("a 500 was retried: %d hits", fs.hits.Load())
+	if fs.Count() != 1 {
+		t.Errorf("a 500 was retried: %d hits", fs.Count())
 	}
 }
 
@@ -355,7 +324,7 @@ func TestFlowCalloutFlowPluginAnswers(t *testing.T) {
 	cfg := strings.Replace(securityFlowConfig(fs.URL, ""), "    retries: 2\n", "    retries: 2\n"+deny, 1)
 	x := runMain(t, loadFlows(t, cfg), "orders")
 	wantDenied(t, x, 403, deniedBody)
-	if n := fs.hits.Load(); n != 0 {
+	if n := fs.Count(); n != 0 {
 		t.Errorf("service URL called %d times though the flow answered", n)
 	}
 	got := storedResult(t, x, "security_check_result")
@@ -367,8 +336,8 @@ func TestFlowCalloutFlowPluginAnswers(t *testing.T) {
 	allow := strings.Replace(deny, "exit_status: 401", "exit_status: 200", 1)
 	cfg = strings.Replace(securityFlowConfig(fs.URL, ""), "    retries: 2\n", "    retries: 2\n"+allow, 1)
 	x = runMain(t, loadFlows(t, cfg), "orders")
-	if x.Reply != nil || fs.hits.Load() != 0 {
-		t.Fatalf("reply %v, hits %d", x.Reply, fs.hits.Load())
+	if x.Reply != nil || fs.Count() != 0 {
+		t.Fatalf("reply %v, hits %d", x.Reply, fs.Count())
 	}
 	if got := storedResult(t, x, "security_check_result"); got["status"] != 200 || got["failed"] != false {
 		t.Errorf("stored = %#v", got)
@@ -382,8 +351,8 @@ func TestFlowCalloutFlowPluginError(t *testing.T) {
 	x := runMain(t, loadFlows(t, cfg), "orders")
 	wantDenied(t, x, 403, deniedBody)
 	got := storedResult(t, x, "security_check_result")
-	if got["status"] != 418 || !strings.Contains(got["error"].(string), "flow plugin broke") || fs.hits.Load() != 0 {
-		t.Errorf("stored = %#v, hits %d", got, fs.hits.Load())
+	if got["status"] != 418 || !strings.Contains(got["error"].(string), "flow plugin broke") || fs.Count() != 0 {
+		t.Errorf("stored = %#v, hits %d", got, fs.Count())
 	}
 }
 
@@ -399,7 +368,7 @@ func TestFlowCalloutSharedContextAndBody(t *testing.T) {
 		if x.Reply != nil {
 			t.Fatalf("answered: %d", x.Reply.Status)
 		}
-		r := fs.last(t)
+		r := fs.Last(t)
 		if r.Body != "changed" || r.Header.Get("X-From-Flow") != "from-flow" {
 			t.Errorf("flow service got body %q header %q: the flow's changes must reach it", r.Body, r.Header.Get("X-From-Flow"))
 		}
@@ -452,8 +421,8 @@ services:
 	if x.Reply != nil {
 		t.Fatalf("answered %d %s", x.Reply.Status, x.Reply.Body)
 	}
-	if a.last(t).Path != "/a/api/orders" || b.last(t).Path != "/b/api/orders" || b.last(t).Body != origBody {
-		t.Errorf("paths a=%q b=%q body b=%q", a.last(t).Path, b.last(t).Path, b.last(t).Body)
+	if a.Last(t).Path != "/a/api/orders" || b.Last(t).Path != "/b/api/orders" || b.Last(t).Body != origBody {
+		t.Errorf("paths a=%q b=%q body b=%q", a.Last(t).Path, b.Last(t).Path, b.Last(t).Body)
 	}
 	if storedResult(t, x, "a_result")["body"] != `{"a":1}` || storedResult(t, x, "b_result")["body"] != `{"b":2}` {
 		t.Errorf("results: %#v %#v", x.Shared["a_result"], x.Shared["b_result"])
@@ -684,10 +653,10 @@ func TestFlowCalloutExampleLoads(t *testing.T) {
 			t.Errorf("route %s: x-authenticated-user = %q, want the flow's user", r.Name, u)
 		}
 	}
-	if fs.hits.Load() == 0 {
+	if fs.Count() == 0 {
 		t.Error("example flow never called")
 	}
-	if p := fs.last(t).Path; !strings.HasPrefix(p, "/check/") {
+	if p := fs.Last(t).Path; !strings.HasPrefix(p, "/check/") {
 		t.Errorf("flow path = %q", p)
 	}
 }
@@ -793,7 +762,7 @@ func TestFlowCalloutWithServerless(t *testing.T) {
 
 	x := runMain(t, s, "orders") // authorization: Bearer t
 	wantDenied(t, x, 403, deniedBody)
-	if n := fs.hits.Load(); n != 0 {
+	if n := fs.Count(); n != 0 {
 		t.Errorf("service URL called %d times though pre-function exited", n)
 	}
 	got := storedResult(t, x, "security_check_result")
@@ -809,8 +778,8 @@ func TestFlowCalloutWithServerless(t *testing.T) {
 	if x.Reply != nil {
 		t.Fatalf("allowed request answered %d %s", x.Reply.Status, x.Reply.Body)
 	}
-	if fs.hits.Load() != 1 {
-		t.Errorf("hits = %d", fs.hits.Load())
+	if fs.Count() != 1 {
+		t.Errorf("hits = %d", fs.Count())
 	}
 	h := x.Request.Headers
 	if h.Get("x-user") != "ann" || h.Get("x-flow-status") != "200" || h.Get("x-flow-saw") != "c1" {

@@ -1,7 +1,9 @@
 package envoytest
 
 import (
+	"crypto/tls"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -11,6 +13,7 @@ import (
 // Recorded is one request a Recorder received.
 type Recorded struct {
 	Method, Path, Query, Host string
+	URI                       string // the request target as sent on the wire
 	Header                    http.Header
 	Body                      string
 }
@@ -27,17 +30,59 @@ type Recorder struct {
 // (from 1), whose body has been read already.
 func Record(t testing.TB, answer func(n int, w http.ResponseWriter, r *http.Request)) *Recorder {
 	t.Helper()
+	rec := newRecorder(answer)
+	rec.Start()
+	t.Cleanup(rec.Close)
+	return rec
+}
+
+// RecordTLS is Record over https with cert, or with httptest's
+// self-signed certificate for 127.0.0.1 (which no system root trusts) when
+// cert is nil. Handshake errors are not logged: they are what such tests
+// look for.
+func RecordTLS(t testing.TB, cert *tls.Certificate, answer func(n int, w http.ResponseWriter, r *http.Request)) *Recorder {
+	t.Helper()
+	rec := newRecorder(answer)
+	rec.Config.ErrorLog = log.New(io.Discard, "", 0)
+	if cert != nil {
+		rec.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
+	rec.StartTLS()
+	t.Cleanup(rec.Close)
+	return rec
+}
+
+func newRecorder(answer func(n int, w http.ResponseWriter, r *http.Request)) *Recorder {
 	rec := &Recorder{}
-	rec.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rec.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		rec.mu.Lock()
-		rec.reqs = append(rec.reqs, Recorded{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Clone(), string(b)})
+		rec.reqs = append(rec.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host,
+			URI: r.RequestURI, Header: r.Header.Clone(), Body: string(b)})
 		n := len(rec.reqs)
 		rec.mu.Unlock()
 		answer(n, w, r)
 	}))
-	t.Cleanup(rec.Close)
 	return rec
+}
+
+// Reset forgets the requests so far.
+func (rec *Recorder) Reset() {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.reqs = nil
+}
+
+// Only returns the one request that arrived; the test fails unless
+// exactly one did.
+func (rec *Recorder) Only(t testing.TB) Recorded {
+	t.Helper()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.reqs) != 1 {
+		t.Fatalf("%d requests arrived, want 1", len(rec.reqs))
+	}
+	return rec.reqs[0]
 }
 
 // Count is how many requests arrived.
