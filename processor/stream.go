@@ -291,6 +291,9 @@ func (st *stream) serve(phase flows.Phase) {
 }
 
 func (st *stream) check(err error) {
+	if err == nil {
+		return // before errors.As: its target would escape on every call
+	}
 	var pe *flows.PanicError
 	if errors.As(err, &pe) {
 		st.panicked(pe.Value, pe.Stack)
