@@ -2,6 +2,7 @@ package flows
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -141,11 +142,13 @@ func (b *Builder) decode(n *yaml.Node, at Path, v reflect.Value) {
 		s, err := b.resolveVault(n.Value)
 		if err != nil {
 			b.Errorf(at, "%v", err)
+			if strings.HasPrefix(err.Error(), notWhole) {
+				v.SetString(n.Value) // Lua code may name references: Builder.Lua withdraws the problem
+			}
 			return
 		}
 		if s != n.Value {
 			b.secrets[at] = true
-			b.hideSecret(s, n.Value)
 		}
 		v.SetString(s)
 	case reflect.Int, reflect.Int64, reflect.Int32:
@@ -248,24 +251,27 @@ func normalize(x any) any {
 
 var vaultRef = regexp.MustCompile(`\{vault://[^}]*\}`)
 
-// resolveVault resolves a whole-value vault reference; other strings pass.
+// resolveVault resolves a whole-value vault reference (adding it to the
+// load's allow-set); other strings pass.
 func (b *Builder) resolveVault(s string) (string, error) {
 	if !strings.Contains(s, "{vault://") {
 		return s, nil
 	}
 	if !strings.HasPrefix(s, "{vault://") || !strings.HasSuffix(s, "}") || vaultRef.FindString(s) != s {
-		return "", fmt.Errorf("a vault reference must be the whole value, got %q", s)
+		return "", fmt.Errorf(notWhole+", got %q", s)
 	}
-	return resolveVault(s, b.Dir, b.LookupEnv, b.vaults)
+	return b.resolveRef(s)
 }
 
-// ResolveVault resolves {vault://env/NAME[/KEY]} and {vault://file/PATH}.
-// lookup reads the environment (os.LookupEnv when nil).
+// ResolveVault resolves {vault://env/NAME[/KEY]} and {vault://file/PATH}
+// (a file under dir only). lookup reads the environment (os.LookupEnv when
+// nil).
 func ResolveVault(ref, dir string, lookup func(string) (string, bool)) (string, error) {
 	return resolveVault(ref, dir, lookup, nil)
 }
 
 // resolveVault also knows the prefixes of the config's vaults entities.
+// Files are read only under the config's directory dir or an fs vault's.
 func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults map[string]vaultEntity) (string, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
@@ -293,11 +299,17 @@ func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults ma
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		data, err := os.ReadFile(p)
-		if err != nil {
+		roots := fileRoots(dir, vaults)
+		s, err := readConfined(absUnder(dir, p), roots)
+		switch {
+		case errors.Is(err, errOutside) && len(roots) > 1:
+			return "", fmt.Errorf("vault reference %q: file is outside the config directory and the fs vaults' directories", ref)
+		case errors.Is(err, errOutside):
+			return "", fmt.Errorf("vault reference %q: file is outside the config directory", ref)
+		case err != nil:
 			return "", fmt.Errorf("vault reference %q: cannot read file %s", ref, rest)
 		}
-		return strings.TrimRight(string(data), "\r\n"), nil
+		return s, nil
 	}
 	return "", fmt.Errorf("vault reference %q: unsupported vault %q (sidecall supports env, file, and vaults entities named env or fs)", ref, kind)
 }
@@ -321,22 +333,30 @@ func resolveEnvVault(ref, rest, prefix string, lookup func(string) (string, bool
 }
 
 // resolveFSVault is Kong's fs vault: a file under the vault's directory,
-// or FILE/KEY for a key of a JSON file. It never leaves the directory.
+// or FILE/KEY for a key of a JSON file. It never leaves the directory, not
+// even through a symlink.
 func resolveFSVault(ref, rest, root, configDir string) (string, error) {
-	if !filepath.IsAbs(root) {
-		root = filepath.Join(configDir, root)
-	}
+	root = absUnder(configDir, root)
 	if rest == "" || !filepath.IsLocal(rest) {
 		return "", fmt.Errorf("vault reference %q must name a file inside the vault's directory", ref)
 	}
-	data, err := os.ReadFile(filepath.Join(root, rest))
+	roots := []string{root}
+	outside := fmt.Errorf("vault reference %q: file is outside the vault's directory", ref)
+	s, err := readConfined(filepath.Join(root, rest), roots)
 	if err == nil {
-		return strings.TrimRight(string(data), "\r\n"), nil
+		return s, nil
+	}
+	if errors.Is(err, errOutside) {
+		return "", outside
 	}
 	file, key := filepath.Split(rest)
 	if file != "" && key != "" {
-		if data, err := os.ReadFile(filepath.Join(root, file)); err == nil {
-			return jsonKey(ref, file, string(data), key)
+		data, err := readConfined(filepath.Join(root, file), roots)
+		if errors.Is(err, errOutside) {
+			return "", outside
+		}
+		if err == nil {
+			return jsonKey(ref, file, data, key)
 		}
 	}
 	return "", fmt.Errorf("vault reference %q: cannot read file %s", ref, rest)

@@ -29,11 +29,14 @@ import (
 //     through a JSON copy.
 
 // LuaRuntime is what config Lua and $(...) templates run on: the sandbox
-// (time limit, caps, pooled states) and a hook told of every Lua error or
-// timeout (metrics). One runtime serves the snapshots of one server.
+// (time limit, caps, pooled states), a hook told of every Lua error or
+// timeout and one told of every kong.vault.get refused because the config
+// does not name the reference (metrics). One runtime serves the snapshots
+// of one server.
 type LuaRuntime struct {
-	Sandbox *lua.Sandbox
-	OnError func(timeout bool)
+	Sandbox       *lua.Sandbox
+	OnError       func(timeout bool)
+	OnVaultDenied func()
 }
 
 // NewLuaRuntime returns a runtime with a sandbox made from o.
@@ -48,7 +51,9 @@ func (rt *LuaRuntime) observe(err error) {
 // Template is a compiled $(...) template bound to its load's Lua runtime.
 type Template struct {
 	*expr.Template
-	rt *LuaRuntime
+	rt   *LuaRuntime
+	refs *vaultSet // what kong.vault.get may answer
+	path Path
 }
 
 // Template parses a $(...) template; a problem is reported at at and nil
@@ -63,7 +68,23 @@ func (b *Builder) Template(src string, at Path) *Template {
 		b.Errorf(at, "$(...) expressions run Lua, which is off (untrusted_lua off)")
 		return nil
 	}
-	return &Template{Template: t, rt: b.lua()}
+	// References inside $(...) are Lua's (resolved here, for
+	// kong.vault.get); one in the literal text stays refused.
+	lit := src
+	for _, code := range t.Code() {
+		lit = strings.Replace(lit, "$("+code+")", "", 1)
+	}
+	if !strings.Contains(lit, "{vault://") {
+		b.withdrawNotWhole(at)
+	}
+	ok := true
+	for _, code := range t.Code() {
+		ok = b.luaRefs(code, at) && ok
+	}
+	if !ok {
+		return nil
+	}
+	return &Template{Template: t, rt: b.lua(), refs: b.vaultRefs(), path: at}
 }
 
 // lua returns the load's runtime, making a private one for a Builder used
@@ -99,7 +120,7 @@ func RenderString(ctx context.Context, t *Template, x *Exchange) (string, error)
 	if t.IsLiteral() {
 		return t.Source(), nil
 	}
-	v, err := t.Render(ctx, t.rt.Sandbox, &exchangeHost{x: x}, templateVars(x))
+	v, err := t.Render(ctx, t.rt.Sandbox, &exchangeHost{x: x, refs: t.refs, rt: t.rt, at: t.path}, templateVars(x))
 	if err != nil {
 		t.rt.observe(err)
 	}
@@ -116,7 +137,7 @@ func RenderValue(ctx context.Context, t *Template, x *Exchange) (any, error) {
 	if t.IsLiteral() {
 		return t.Source(), nil
 	}
-	v, err := t.Value(ctx, t.rt.Sandbox, &exchangeHost{x: x}, templateVars(x))
+	v, err := t.Value(ctx, t.rt.Sandbox, &exchangeHost{x: x, refs: t.refs, rt: t.rt, at: t.path}, templateVars(x))
 	if err != nil {
 		t.rt.observe(err)
 	}
@@ -125,13 +146,11 @@ func RenderValue(ctx context.Context, t *Template, x *Exchange) (any, error) {
 
 // LuaChunk is Lua code from the config, compiled at load.
 type LuaChunk struct {
-	chunk  *lua.Chunk
-	path   Path
-	dir    string
-	lookup func(string) (string, bool)
-	vaults map[string]vaultEntity
-	phase  string // overrides the Exchange's phase ("rewrite")
-	rt     *LuaRuntime
+	chunk *lua.Chunk
+	path  Path
+	refs  *vaultSet // what kong.vault.get may answer: the references the config names
+	phase string    // overrides the Exchange's phase ("rewrite")
+	rt    *LuaRuntime
 }
 
 // AsRewrite makes the chunk see Kong's rewrite phase (it runs in access).
@@ -150,7 +169,11 @@ func (c *LuaChunk) SetsResponseHeaders() bool {
 }
 
 // Lua compiles a chunk; a syntax error is reported at at and nil returned.
+// The {vault://...} references written in the code are resolved now (an
+// error is reported at at): kong.vault.get answers those and the other
+// references the config names, and nothing else.
 func (b *Builder) Lua(src string, at Path) *LuaChunk {
+	b.withdrawNotWhole(at) // Lua code may name references anywhere in its text
 	if b.luaOff {
 		b.Errorf(at, "Lua is off (untrusted_lua off)")
 		return nil
@@ -160,7 +183,10 @@ func (b *Builder) Lua(src string, at Path) *LuaChunk {
 		b.Errorf(at, "lua syntax error: %v", err)
 		return nil
 	}
-	return &LuaChunk{chunk: c, path: at, dir: b.Dir, lookup: b.LookupEnv, vaults: b.vaults, rt: b.lua()}
+	if !b.luaRefs(src, at) {
+		return nil
+	}
+	return &LuaChunk{chunk: c, path: at, refs: b.vaultRefs(), rt: b.lua()}
 }
 
 // Path is where the chunk was configured.
@@ -190,7 +216,7 @@ func (c *LuaChunk) Run(ctx context.Context, x *Exchange) error {
 	if c == nil {
 		return nil
 	}
-	err := c.rt.Sandbox.Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, dir: c.dir, lookup: c.lookup, vaults: c.vaults, chunk: c.path})
+	err := c.rt.Sandbox.Run(ctx, c.chunk, &exchangeHost{x: x, phase: c.phase, refs: c.refs, rt: c.rt, chunk: c.path})
 	if err == nil {
 		return nil
 	}
@@ -222,12 +248,12 @@ func IsLuaError(err error) bool {
 
 // exchangeHost is the PDK's view of an Exchange.
 type exchangeHost struct {
-	x      *Exchange
-	phase  string
-	dir    string
-	lookup func(string) (string, bool)
-	vaults map[string]vaultEntity
-	chunk  Path // the chunk being run, "" for templates
+	x     *Exchange
+	phase string
+	refs  *vaultSet // the references the config names, resolved at load
+	rt    *LuaRuntime
+	chunk Path // the chunk being run, "" for templates
+	at    Path // the template being rendered
 }
 
 var _ lua.Host = (*exchangeHost)(nil)
@@ -382,8 +408,34 @@ func (h *exchangeHost) Logger() *zap.Logger {
 	return h.x.Log
 }
 
+// Vault answers kong.vault.get from the references the config names,
+// resolved at load: no file or environment variable is read at request
+// time. Any other reference is refused (nil, err in Lua), counted
+// (LuaRuntime.OnVaultDenied) and logged at warn with the config path of
+// the code that asked and the reference (secret values in it hidden).
 func (h *exchangeHost) Vault(ref string) (string, error) {
-	return resolveVault(ref, h.dir, h.lookup, h.vaults)
+	if v, ok := h.refs.get(ref); ok {
+		return v, nil
+	}
+	if !strings.HasPrefix(ref, "{vault://") || !strings.HasSuffix(ref, "}") {
+		return "", errors.New("not a vault reference")
+	}
+	if h.rt != nil && h.rt.OnVaultDenied != nil {
+		h.rt.OnVaultDenied()
+	}
+	if h.x.Log != nil {
+		at := h.chunk
+		if at == "" {
+			at = h.at
+		}
+		shown := h.refs.redact(ref)
+		if len(shown) > 256 {
+			shown = shown[:256] + "..."
+		}
+		h.x.Log.Warn("kong.vault.get refused a reference the config does not name",
+			zap.String("chunk", string(at)), zap.String("reference", shown))
+	}
+	return "", errors.New("vault reference not found: sidecall resolves only the references its config names")
 }
 
 // Var is the ngx.var subset sidecall knows.

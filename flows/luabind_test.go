@@ -291,7 +291,7 @@ func TestVaultAndNgx(t *testing.T) {
 	}
 	c := b.Lua(`
 kong.ctx.shared.tok = kong.vault.get("{vault://env/my-token}")
-local v, err = kong.vault.get("{vault://env/missing}")
+local v, err = kong.vault.get("{vault://env/" .. "my-token-2}")
 kong.ctx.shared.err = err
 kong.ctx.shared.b64 = ngx.encode_base64("hi?")
 kong.ctx.shared.dec = ngx.decode_base64("aGk/")
@@ -307,9 +307,17 @@ kong.ctx.shared.null_same = ngx.null == cjson.null
 		t.Fatal(err)
 	}
 	s := x.Shared
-	if s["tok"] != "tok" || !strings.Contains(s["err"].(string), "MISSING") || s["b64"] != "aGk/" || s["dec"] != "hi?" ||
+	if s["tok"] != "tok" || !strings.Contains(s["err"].(string), "only the references its config names") || s["b64"] != "aGk/" || s["dec"] != "hi?" ||
 		s["md5"] != "0cc175b9c0f1b6a831c399e269772661" || s["time_ok"] != true || s["null_same"] != true {
 		t.Errorf("shared: %v", s)
+	}
+	// A reference written in the code is resolved at load: a missing one
+	// is a load error naming it.
+	if b.Lua(`return kong.vault.get("{vault://env/missing}")`, "q") != nil {
+		t.Fatal("want nil chunk")
+	}
+	if ps := b.Problems(); len(ps) != 1 || ps[0].String() != `kong.yml:0: q: vault reference "{vault://env/missing}": environment variable MISSING is not set` {
+		t.Errorf("problems: %v", ps)
 	}
 }
 

@@ -114,6 +114,7 @@ type Builder struct {
 	flowEdges map[string][]flowEdge
 
 	vaults   map[string]vaultEntity // the config's vaults entities, by prefix
+	refs     *vaultSet              // every reference the config names, resolved (kong.vault.get's allow-set)
 	hidden   *strings.Replacer      // secret values → their {vault://...} references
 	hide     [][2]string            // {secret value, reference} pairs
 	luaOff   bool                   // untrusted_lua off

@@ -171,6 +171,17 @@ func (t *Template) IsLiteral() bool {
 // Source is the template as written.
 func (t *Template) Source() string { return t.src }
 
+// Code is the Lua source of each $(...) placeholder, in order.
+func (t *Template) Code() []string {
+	var out []string
+	for _, p := range t.parts {
+		if p.ph != nil {
+			out = append(out, p.ph.src)
+		}
+	}
+	return out
+}
+
 // Callouts are the callouts.<name> the template reads, sorted and unique.
 func (t *Template) Callouts() []string { return append([]string(nil), t.callouts...) }
 
