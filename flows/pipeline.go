@@ -60,6 +60,9 @@ func (p *Pipeline) Needs() Needs {
 	return p.needs
 }
 
+// HasAccess tells whether a plugin of the pipeline runs in the access phase.
+func (p *Pipeline) HasAccess() bool { return p != nil && p.hasAccess }
+
 // Empty tells whether the pipeline has nothing to run.
 func (p *Pipeline) Empty() bool { return p == nil || len(p.Instances) == 0 }
 

@@ -22,4 +22,14 @@
 //   - A method change uses CONTINUE_AND_REPLACE (Envoy's default mutation
 //     rules drop :method otherwise); :authority/host changes are dropped by
 //     Envoy's default rules and so are not sent.
+//   - A body the plugins need is buffered up to Options.MaxBodySize across
+//     all its chunks; the chunk that passes it is not kept, and the stream
+//     is answered 413 (request) or 502 (response) through the response
+//     plugins.
+//   - A reply over the gRPC send limit (a huge local reply or mutation) is
+//     replaced by a plain 500 JSON error that skips the response plugins,
+//     so it surely fits: grpc-go would otherwise end the stream.
+//   - A stream whose first message is not the request headers (Envoy set to
+//     skip them) cannot run the access phase: with access plugins in the
+//     pipeline it is answered 500; without, it goes on as usual.
 package processor

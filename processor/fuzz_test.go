@@ -64,6 +64,9 @@ func FuzzProcess(f *testing.F) {
 			if r == nil || r.GetResponse() == nil {
 				t.Fatalf("no reply to %v", &m)
 			}
+			if b, n := sizeBound(r), proto.Size(r); b < n {
+				t.Fatalf("sizeBound %d below the size %d of %v", b, n, r)
+			}
 			if st.finished() {
 				return
 			}

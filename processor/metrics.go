@@ -21,6 +21,10 @@ type Metrics struct {
 	panics       prometheus.Counter
 	active       prometheus.Gauge
 
+	// Streams answered with sidecall's error reply for a limit or a
+	// misconfiguration (sidecall_stream_errors_total reasons).
+	reqBodyTooLarge, respBodyTooLarge, replyTooLarge, headersSkipped prometheus.Counter
+
 	// Label lookups are cached: WithLabelValues hashes on every call.
 	routeCounters sync.Map // route → prometheus.Counter
 	pluginObs     sync.Map // pluginKey → *pluginMetrics
@@ -55,7 +59,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pluginDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecall_plugin_duration_seconds",
 			Help: "Plugin phase run time.", Buckets: latencyBuckets}, []string{"route", "plugin", "phase"}),
 		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecall_stream_errors_total",
-			Help: "Streams ended with a gRPC error, by reason."}, []string{"reason"}),
+			Help: "Streams ended with a gRPC error (recv, send, protocol) or answered with sidecall's error reply " +
+				"(request_body_too_large 413, response_body_too_large 502, reply_too_large 500, headers_skipped 500), by reason."},
+			[]string{"reason"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{Name: "sidecall_panics_total",
 			Help: "Panics recovered while handling a message (answered with 500)."}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecall_streams_active",
@@ -64,6 +70,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"recv", "send", "protocol"} {
 		m.streamErrors.WithLabelValues(r)
 	}
+	m.reqBodyTooLarge = m.streamErrors.WithLabelValues("request_body_too_large")
+	m.respBodyTooLarge = m.streamErrors.WithLabelValues("response_body_too_large")
+	m.replyTooLarge = m.streamErrors.WithLabelValues("reply_too_large")
+	m.headersSkipped = m.streamErrors.WithLabelValues("headers_skipped")
 	for i, p := range []string{"request_headers", "request_body", "response_headers", "response_body"} {
 		m.phaseObs[i] = m.phaseDur.WithLabelValues(p)
 	}

@@ -26,7 +26,11 @@ type Options struct {
 	Holder         *Holder
 	Log            *zap.Logger
 	Metrics        *Metrics
-	MaxRecvMsgSize int // default 8 MiB
+	MaxRecvMsgSize int // default 8 MiB; also the largest reply sent
+	// MaxBodySize caps the request and the response body buffered for the
+	// plugins, each across all its chunks (default 8 MiB): over it a
+	// request gets 413, a response 502.
+	MaxBodySize int
 }
 
 // Server is the ext_proc gRPC service.
@@ -36,6 +40,7 @@ type Server struct {
 	log     *zap.Logger
 	metrics *Metrics
 	maxRecv int
+	maxBody int
 	health  *health.Server
 	wg      sync.WaitGroup
 }
@@ -51,10 +56,14 @@ func New(o Options) *Server {
 	if o.MaxRecvMsgSize <= 0 {
 		o.MaxRecvMsgSize = 8 << 20
 	}
+	if o.MaxBodySize <= 0 {
+		o.MaxBodySize = 8 << 20
+	}
 	if o.Holder == nil {
 		o.Holder = &Holder{}
 	}
-	return &Server{holder: o.Holder, log: o.Log, metrics: o.Metrics, maxRecv: o.MaxRecvMsgSize, health: health.NewServer()}
+	return &Server{holder: o.Holder, log: o.Log, metrics: o.Metrics, maxRecv: o.MaxRecvMsgSize, maxBody: o.MaxBodySize,
+		health: health.NewServer()}
 }
 
 // GRPCServer returns a grpc.Server with the ext_proc and health services.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"runtime/debug"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -87,6 +89,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 			st.panicked(r, debug.Stack())
 			resp, err = st.plainError(), nil
 		}
+		if resp != nil && sizeBound(resp) > st.srv.maxRecv {
+			resp = st.tooLarge(resp)
+		}
 		if phase >= 0 {
 			st.srv.metrics.phaseObs[phase].Observe(time.Since(start).Seconds())
 		}
@@ -106,7 +111,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 			return nil, protocolFault("request_body after the request ended")
 		}
 		if st.x == nil {
-			st.begin(req, nil)
+			if resp := st.beginLate(req, "request_body"); resp != nil {
+				return resp, nil
+			}
 		}
 		return st.onRequestBody(r.RequestBody), nil
 	case *extprocv3.ProcessingRequest_RequestTrailers:
@@ -114,7 +121,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 			return nil, protocolFault("request_trailers after the request ended")
 		}
 		if st.x == nil {
-			st.begin(req, nil)
+			if resp := st.beginLate(req, "request_trailers"); resp != nil {
+				return resp, nil
+			}
 		}
 		return st.onRequestTrailers(), nil
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
@@ -124,7 +133,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 		}
 		st.reach(stepResponseSent)
 		if st.x == nil {
-			st.begin(req, nil)
+			if resp := st.beginLate(req, "response_headers"); resp != nil {
+				return resp, nil
+			}
 		}
 		return st.onResponseHeaders(r.ResponseHeaders), nil
 	case *extprocv3.ProcessingRequest_ResponseBody:
@@ -133,7 +144,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.Proc
 			return nil, protocolFault("response_body after the response ended")
 		}
 		if st.x == nil {
-			st.begin(req, nil)
+			if resp := st.beginLate(req, "response_body"); resp != nil {
+				return resp, nil
+			}
 		}
 		return st.onResponseBody(r.ResponseBody), nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
@@ -211,6 +224,22 @@ func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) 
 			st.x.Log = st.srv.log.WithLazy(zap.String("request_id", st.x.ID))
 		}
 	}
+}
+
+// beginLate begins the stream on a message other than the request headers:
+// an Envoy route whose processing_mode skips them. The access phase never
+// runs then, so a pipeline with access plugins (authentication, callouts)
+// fails closed with 500 rather than letting the request through unchecked.
+// Without access plugins the stream goes on as before.
+func (st *stream) beginLate(req *extprocv3.ProcessingRequest, first string) *extprocv3.ProcessingResponse {
+	st.begin(req, nil)
+	if !st.pipe.HasAccess() {
+		return nil
+	}
+	st.srv.metrics.headersSkipped.Inc()
+	return st.fail(&flows.HTTPError{Status: 500, Message: "request headers not processed",
+		Err: fmt.Errorf("the ext_proc stream began with %s, not request_headers: the route's access plugins cannot run "+
+			"(set Envoy's processing_mode.request_header_mode to SEND on routes with sidecall plugins)", first)})
 }
 
 func headerValue(h *corev3.HeaderValue) string {
@@ -345,6 +374,12 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		}
 		return empty
 	}
+	if len(b.GetBody()) > st.srv.maxBody-len(st.reqBuf) {
+		st.reqBuf, st.wantReqBody = nil, false
+		st.reach(stepRequestDone)
+		st.srv.metrics.reqBodyTooLarge.Inc()
+		return st.fail(&flows.HTTPError{Status: 413, Message: "request body too large"})
+	}
 	st.reqBuf = append(st.reqBuf, b.GetBody()...)
 	if !b.GetEndOfStream() {
 		return empty // trailers follow; access runs on them
@@ -422,6 +457,13 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 			st.done = true
 		}
 		return empty
+	}
+	if len(b.GetBody()) > st.srv.maxBody-len(st.respBuf) {
+		st.respBuf, st.wantRespBody = nil, false
+		st.reach(stepResponseDone)
+		st.srv.metrics.respBodyTooLarge.Inc()
+		return st.fail(&flows.HTTPError{Status: 502, Message: "response body too large",
+			Err: fmt.Errorf("the upstream response body exceeds --max-body-size (%d bytes)", st.srv.maxBody)})
 	}
 	st.respBuf = append(st.respBuf, b.GetBody()...)
 	if !b.GetEndOfStream() {
@@ -579,6 +621,72 @@ func (st *stream) immediate() *extprocv3.ProcessingResponse {
 			Body:    r.Body,
 			Details: "sidecall_local_reply",
 		}}}
+}
+
+// tooLarge replaces a reply over the gRPC send limit, which grpc-go would
+// refuse by ending the stream (ResourceExhausted: Envoy then answers an
+// empty 500 or, with failure_mode_allow, lets the request through
+// unchanged), with sidecall's 500 JSON error. The error is logged (by the
+// engine's renderer) and counted. The replacement skips the response
+// plugins: it must fit whatever they would do.
+func (st *stream) tooLarge(resp *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	n := proto.Size(resp)
+	if n <= st.srv.maxRecv {
+		return resp // sizeBound is generous
+	}
+	what := "a header or body mutation"
+	if resp.GetImmediateResponse() != nil {
+		what = "a local reply"
+	}
+	if st.x == nil {
+		st.x = flows.NewExchange("", flows.Request{}, st.srv.log)
+	}
+	st.srv.metrics.replyTooLarge.Inc()
+	st.x.Reply = flows.ErrorReply(st.x, &flows.HTTPError{Status: 500, Message: "reply too large",
+		Err: fmt.Errorf("%s of %d bytes exceeds the gRPC message limit, %d bytes (--max-recv-msg-size)", what, n, st.srv.maxRecv)})
+	out := st.immediate()
+	if proto.Size(out) > st.srv.maxRecv { // a huge request id or a tiny limit
+		ir := out.GetImmediateResponse()
+		ir.Body, ir.Headers, ir.Details = nil, nil, ""
+	}
+	return out
+}
+
+// sizeBound is a cheap upper bound of proto.Size(resp), so the exact size
+// (a walk of the whole message) is computed only near the limit: the bytes
+// plugins control (bodies, header names and values) plus more than their
+// protobuf framing, and 1 KiB for the fixed fields. It must count every
+// variable-length field the processor sets (FuzzProcess checks it).
+func sizeBound(resp *extprocv3.ProcessingResponse) int {
+	const fixed, perHeader = 1024, 64
+	n := fixed
+	var hm *extprocv3.HeaderMutation
+	var c *extprocv3.CommonResponse
+	switch r := resp.GetResponse().(type) {
+	case *extprocv3.ProcessingResponse_ImmediateResponse:
+		n += len(r.ImmediateResponse.GetBody()) + len(r.ImmediateResponse.GetDetails())
+		hm = r.ImmediateResponse.GetHeaders()
+	case *extprocv3.ProcessingResponse_RequestHeaders:
+		c = r.RequestHeaders.GetResponse()
+	case *extprocv3.ProcessingResponse_RequestBody:
+		c = r.RequestBody.GetResponse()
+	case *extprocv3.ProcessingResponse_ResponseHeaders:
+		c = r.ResponseHeaders.GetResponse()
+	case *extprocv3.ProcessingResponse_ResponseBody:
+		c = r.ResponseBody.GetResponse()
+	}
+	if c != nil {
+		n += len(c.GetBodyMutation().GetBody())
+		hm = c.GetHeaderMutation()
+	}
+	for _, h := range hm.GetSetHeaders() {
+		hv := h.GetHeader()
+		n += perHeader + len(hv.GetKey()) + len(hv.GetValue()) + len(hv.GetRawValue())
+	}
+	for _, k := range hm.GetRemoveHeaders() {
+		n += perHeader + len(k)
+	}
+	return n
 }
 
 // modeOverrides are shared read-only messages: marshalling only reads.
