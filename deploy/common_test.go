@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -110,5 +109,3 @@ func splitDocs(t testing.TB, data []byte) [][]byte {
 	}
 	return docs
 }
-
-var vaultRef = regexp.MustCompile(`\{vault://(env|file)/([^}]+)\}`)

@@ -1,9 +1,9 @@
 package deploy
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -11,35 +11,35 @@ import (
 	"github.com/sidecall/sidecall/plugins"
 )
 
-// registry has every plugin sidecall ships, like cmd/sidecall's (which is package main).
 // registry is sidecall's own: every plugin the binary ships.
 func registry() *flows.Registry { return plugins.New(plugins.Options{}).Registry }
 
 // placeholder is what every secret resolves to in these tests: valid as a URL and a string.
 const placeholder = "http://127.0.0.1:1/placeholder"
 
+// fsVaultRef is a reference to the charts' fs vault of the mounted Secret.
+var fsVaultRef = regexp.MustCompile(`\{vault://secrets/([^}/]+)\}`)
+
 // loadConfig loads a sidecall config as `sidecall validate` would. env lists the variables
-// the pod defines; file refs are redirected from fileMount to a temp folder holding the keys.
+// the pod defines. The Secret mounted at fileMount is emulated by a temp folder: every fs
+// vault whose folder is fileMount is pointed there, and each key a reference reads is
+// written. File references are left as written: like in the pod, they resolve only inside
+// the config's own folder.
 func loadConfig(t *testing.T, name string, data []byte, env map[string]bool, anyEnv bool, fileMount string) error {
 	t.Helper()
 	dir := t.TempDir()
 	s := string(data)
-	for _, m := range vaultRef.FindAllStringSubmatch(s, -1) {
-		if m[1] != "file" {
-			continue
-		}
-		p := "/" + strings.TrimPrefix(m[2], "/")
-		if fileMount == "" || !strings.HasPrefix(p, fileMount+"/") {
-			return errors.New(m[0] + " is not under the mounted secret files folder " + fileMount)
-		}
-		local := filepath.Join(dir, "secrets", strings.TrimPrefix(p, fileMount+"/"))
-		if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
+	if fileMount != "" && strings.Contains(s, fileMount) {
+		local := filepath.Join(dir, "mounted-secret")
+		if err := os.MkdirAll(local, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(local, []byte(placeholder+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+		for _, m := range fsVaultRef.FindAllStringSubmatch(s, -1) {
+			if err := os.WriteFile(filepath.Join(local, m[1]), []byte(placeholder+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
-		s = strings.ReplaceAll(s, m[0], "{vault://file/"+local+"}")
+		s = strings.ReplaceAll(s, "prefix: "+fileMount, "prefix: "+local)
 	}
 	file := filepath.Join(dir, "kong.yml")
 	if err := os.WriteFile(file, []byte(s), 0o600); err != nil {

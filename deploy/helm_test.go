@@ -12,6 +12,7 @@ import (
 	yaml3 "gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -68,9 +69,9 @@ func render(t *testing.T, values string, extra ...string) rendered {
 func TestHelmTemplate(t *testing.T) {
 	want := map[string]map[string]int{
 		"standalone-minimal-values.yaml":    {"ConfigMap": 1, "Deployment": 1, "Service": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1},
-		"standalone-full-values.yaml":       {"ConfigMap": 1, "Deployment": 1, "Service": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "ServiceMonitor": 1, "EnvoyExtensionPolicy": 1},
+		"standalone-full-values.yaml":       {"ConfigMap": 1, "Deployment": 1, "Service": 2, "ServiceAccount": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "ServiceMonitor": 1, "EnvoyExtensionPolicy": 1, "NetworkPolicy": 1},
 		"istio-sidecar-inbound-values.yaml": {"ConfigMap": 2, "EnvoyFilter": 1},
-		"istio-gateway-values.yaml":         {"ConfigMap": 1, "Deployment": 1, "Service": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "ServiceMonitor": 1, "EnvoyFilter": 1},
+		"istio-gateway-values.yaml":         {"ConfigMap": 1, "Deployment": 1, "Service": 2, "ServiceAccount": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "ServiceMonitor": 1, "EnvoyFilter": 1},
 	}
 	for _, vf := range valuesFiles(t) {
 		name := filepath.Base(vf)
@@ -190,9 +191,13 @@ func checkService(t *testing.T, r rendered) {
 		if p.Port == 9000 && (p.Name != "grpc" || p.AppProtocol == nil || *p.AppProtocol != "grpc") {
 			t.Errorf("gRPC port must be named grpc with appProtocol grpc: %+v", p)
 		}
+		// The admin port (/config, /metrics) is never published on the main Service.
+		if p.Port == 9901 || p.TargetPort.String() == "admin" || p.TargetPort.IntValue() == 9901 || strings.Contains(p.Name, "admin") {
+			t.Errorf("the Service publishes the admin port: %+v", p)
+		}
 	}
-	if len(s.Spec.Ports) != 2 {
-		t.Errorf("want 2 Service ports (grpc, admin), got %d", len(s.Spec.Ports))
+	if len(s.Spec.Ports) != 1 {
+		t.Errorf("want 1 Service port (grpc), got %d", len(s.Spec.Ports))
 	}
 }
 
@@ -341,5 +346,143 @@ func TestHelmPodChecksCatchWeakening(t *testing.T) {
 				t.Fatal("pod checks passed a weakened container")
 			}
 		})
+	}
+}
+
+// sidecallArgs returns the sidecall container's args in a Deployment or the sidecar patch.
+func sidecallArgs(t *testing.T, ps *corev1.PodSpec) []string {
+	t.Helper()
+	for _, c := range ps.Containers {
+		if c.Name == "sidecall" {
+			return c.Args
+		}
+	}
+	t.Fatal("no sidecall container")
+	return nil
+}
+
+// TestHelmAdminConfigOffByDefault: the chart runs sidecall with --admin-config=false unless
+// adminConfig is true, in its Deployment and in the sidecar patch; the probes still use the
+// admin port.
+func TestHelmAdminConfigOffByDefault(t *testing.T) {
+	for _, c := range []struct {
+		name, values string
+		extra        []string
+		want         string
+	}{
+		{"default", "", nil, "--admin-config=false"},
+		{"adminConfig true", "", []string{"--set", "adminConfig=true"}, "--admin-config=true"},
+		{"sidecar patch", filepath.Join(chartDir(t), "ci", "istio-sidecar-inbound-values.yaml"), nil, "--admin-config=false"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := render(t, c.values, c.extra...)
+			var ps *corev1.PodSpec
+			if d, ok := r.find("Deployment", "sidecall").(*appsv1.Deployment); ok {
+				ps = &d.Spec.Template.Spec
+			} else if cm, ok := r.find("ConfigMap", "-sidecar-patch").(*corev1.ConfigMap); ok {
+				var patch appsv1.Deployment
+				if err := yaml.UnmarshalStrict([]byte(cm.Data["patch.yaml"]), &patch); err != nil {
+					t.Fatal(err)
+				}
+				ps = &patch.Spec.Template.Spec
+			} else {
+				t.Fatal("no sidecall pod rendered")
+			}
+			args := sidecallArgs(t, ps)
+			n := 0
+			for _, a := range args {
+				if strings.HasPrefix(a, "--admin-config") {
+					n++
+				}
+			}
+			if !slices.Contains(args, c.want) || n != 1 {
+				t.Errorf("args %v: want exactly one %s", args, c.want)
+			}
+			for _, c := range ps.Containers {
+				if c.Name != "sidecall" {
+					continue
+				}
+				if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.String() != "admin" {
+					t.Errorf("readiness probe: %+v", c.ReadinessProbe)
+				}
+				if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Port.String() != "admin" {
+					t.Errorf("liveness probe: %+v", c.LivenessProbe)
+				}
+			}
+		})
+	}
+}
+
+// TestHelmMetricsWithoutPublishingAdmin: the ServiceMonitor scrapes /metrics through a
+// headless -metrics Service (rendered only with it), never through the main Service.
+func TestHelmMetricsWithoutPublishingAdmin(t *testing.T) {
+	if r := render(t, ""); r.find("Service", "-metrics") != nil || r.find("ServiceMonitor", "sidecall") != nil {
+		t.Error("the metrics Service and ServiceMonitor must be off by default")
+	}
+	r := render(t, "", "--set", "serviceMonitor.enabled=true")
+	checkService(t, r)
+	ms, ok := r.find("Service", "-metrics").(*corev1.Service)
+	if !ok {
+		t.Fatal("no -metrics Service with serviceMonitor.enabled")
+	}
+	if ms.Spec.ClusterIP != corev1.ClusterIPNone || len(ms.Spec.Ports) != 1 || ms.Spec.Ports[0].TargetPort.String() != "admin" {
+		t.Errorf("metrics Service: want headless with one port to admin, got %+v", ms.Spec)
+	}
+	sm := r.find("ServiceMonitor", "sidecall").(*serviceMonitor)
+	main := r.find("Service", "sidecall").(*corev1.Service)
+	matches := func(labels map[string]string) bool {
+		for k, v := range sm.Spec.Selector.MatchLabels {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	if !matches(ms.Labels) || matches(main.Labels) {
+		t.Errorf("ServiceMonitor selector %v must pick the -metrics Service only", sm.Spec.Selector.MatchLabels)
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != ms.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %+v: want the -metrics Service's port, /metrics", sm.Spec.Endpoints)
+	}
+}
+
+// TestHelmNetworkPolicy: off by default; when enabled it decodes into networking/v1, selects
+// the sidecall pods, and admits the gRPC port from the Envoy selector and the admin port from
+// the monitoring namespace only. Not rendered for a sidecar (the pods are the app's).
+func TestHelmNetworkPolicy(t *testing.T) {
+	if r := render(t, ""); r.find("NetworkPolicy", "sidecall") != nil {
+		t.Error("NetworkPolicy rendered by default")
+	}
+	r := render(t, "", "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.envoy.podSelector.matchLabels.app=envoy")
+	np, ok := r.find("NetworkPolicy", "sidecall").(*networkingv1.NetworkPolicy)
+	if !ok {
+		t.Fatal("no NetworkPolicy with networkPolicy.enabled")
+	}
+	if np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "sidecall" || np.Spec.PodSelector.MatchLabels["app.kubernetes.io/instance"] != "sc" {
+		t.Errorf("podSelector %v: want the sidecall pods", np.Spec.PodSelector)
+	}
+	if len(np.Spec.PolicyTypes) != 1 || np.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+		t.Errorf("policyTypes %v, want [Ingress]", np.Spec.PolicyTypes)
+	}
+	allowed := map[int32]networkingv1.NetworkPolicyPeer{}
+	for _, rule := range np.Spec.Ingress {
+		if len(rule.From) != 1 || len(rule.Ports) != 1 || rule.Ports[0].Port == nil {
+			t.Fatalf("ingress rule %+v: want one peer and one port (an empty list would admit everyone)", rule)
+		}
+		allowed[rule.Ports[0].Port.IntVal] = rule.From[0]
+	}
+	if len(allowed) != 2 {
+		t.Fatalf("ingress ports %v: want the gRPC and admin ports only", allowed)
+	}
+	if p := allowed[9000]; p.PodSelector == nil || p.PodSelector.MatchLabels["app"] != "envoy" || p.NamespaceSelector != nil {
+		t.Errorf("gRPC port from %+v: want the Envoy pods of the release namespace", p)
+	}
+	if p := allowed[9901]; p.NamespaceSelector == nil || p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
+		t.Errorf("admin port from %+v: want the monitoring namespace", p)
+	}
+	sidecar := render(t, filepath.Join(chartDir(t), "ci", "istio-sidecar-inbound-values.yaml"),
+		"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.envoy.podSelector.matchLabels.app=envoy")
+	if sidecar.find("NetworkPolicy", "sidecall") != nil {
+		t.Error("NetworkPolicy rendered for a sidecar: the chart does not own the app's pods")
 	}
 }

@@ -624,44 +624,218 @@ func checkFlowCycles(b *Builder) {
 	}
 }
 
-var secretKey = regexp.MustCompile(`(?i)(password|passwd|secret|token|api_?key|credential|private_key|authorization)`)
+// secretKey matches the names whose values are secrets, wherever such a
+// name stands: a map key (a config field, a header or query name in a
+// custom map), a query parameter inside a URL, the name of a "Name: value"
+// header line. Api key, token, secret, password, authorization, cookie,
+// credential, private or access key: any case, with -, _, . or nothing
+// between the words, anywhere in the name (X-Api-Key, apikey, Api-Token,
+// x-auth-token, Set-Cookie, client_secret, db-password, keyauth_credentials).
+var secretKey = regexp.MustCompile(`(?i)(api[-_.]?key|token|secret|passw(or)?d|authorization|cookie|credential|private[-_.]?key|access[-_.]?key)`)
 
-// redact turns the raw config into JSON-able data with secrets hidden:
-// vault references stay as written, and values under secret-looking keys
-// are replaced.
-func redact(n *yaml.Node) any {
+// luaKey marks fields whose strings are Lua source (by_lua,
+// message_by_lua_functions, custom_fields_by_lua...).
+var luaKey = regexp.MustCompile(`(?i)lua`)
+
+// redactedValue replaces a secret; luaHidden replaces Lua source that
+// names a secret.
+const (
+	redactedValue = "<redacted>"
+	luaHidden     = "<lua>"
+)
+
+// redact turns the raw config into JSON-able data for /config with secrets
+// hidden:
+//   - every scalar under a key matching secretKey is <redacted> (a list or
+//     map under it too, leaf by leaf; null and booleans stay);
+//   - in any string that is a URL (scheme://... or /path), query parameters
+//     whose names match and the userinfo password are <redacted>;
+//   - a "Name: value" string whose name matches keeps the name only;
+//   - a PEM private key is <redacted> wherever it is;
+//   - Lua source (the config of pre-function and post-function, fields
+//     whose name contains "lua") is shown as written unless it mentions a
+//     name matching secretKey anywhere, then as <lua>;
+//   - vault references ({vault://...}) stay as written, alone or inside a
+//     URL.
+func redact(n *yaml.Node) any { return redactNode(n, false) }
+
+func redactNode(n *yaml.Node, lua bool) any {
 	switch n.Kind {
 	case yaml.MappingNode:
 		m := map[string]any{}
+		luaConfig := lua || serverlessPlugin(n)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i].Value
 			v := n.Content[i+1]
-			if secretKey.MatchString(k) && v.Kind == yaml.ScalarNode && !strings.HasPrefix(v.Value, "{vault://") && v.Tag != "!!null" && v.Tag != "!!bool" {
-				m[k] = "<redacted>"
-				continue
+			switch {
+			case secretKey.MatchString(k):
+				m[k] = redactAll(v)
+			case luaConfig && k == "config", luaKey.MatchString(k):
+				m[k] = redactNode(v, true)
+			default:
+				m[k] = redactNode(v, lua)
 			}
-			m[k] = redact(v)
 		}
 		return m
 	case yaml.SequenceNode:
 		l := make([]any, len(n.Content))
 		for i, c := range n.Content {
-			l[i] = redact(c)
+			l[i] = redactNode(c, lua)
 		}
 		return l
 	case yaml.AliasNode:
 		if n.Alias != nil {
-			return redact(n.Alias)
+			return redactNode(n.Alias, lua)
 		}
 		return nil
 	case yaml.ScalarNode:
 		var v any
 		if err := n.Decode(&v); err != nil {
-			return n.Value
+			return redactString(n.Value, lua)
+		}
+		if s, ok := v.(string); ok {
+			return redactString(s, lua)
 		}
 		return normalize(v)
 	}
 	return nil
+}
+
+// serverlessPlugin tells whether a mapping is a pre-function or
+// post-function plugin entry, whose config is Lua.
+func serverlessPlugin(n *yaml.Node) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "name" {
+			name := n.Content[i+1].Value
+			return name == "pre-function" || name == "post-function"
+		}
+	}
+	return false
+}
+
+// redactAll hides every scalar under a secret-named key, keeping the shape
+// (map keys, list lengths), null, booleans and vault references.
+func redactAll(n *yaml.Node) any {
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			m[n.Content[i].Value] = redactAll(n.Content[i+1])
+		}
+		return m
+	case yaml.SequenceNode:
+		l := make([]any, len(n.Content))
+		for i, c := range n.Content {
+			l[i] = redactAll(c)
+		}
+		return l
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			return redactAll(n.Alias)
+		}
+		return nil
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" || n.Tag == "!!bool" || isVaultRef(n.Value) {
+			return redactNode(n, false)
+		}
+		return redactedValue
+	}
+	return nil
+}
+
+func isVaultRef(s string) bool {
+	s = strings.TrimSpace(s)
+	return strings.HasPrefix(s, "{vault://") && strings.HasSuffix(s, "}")
+}
+
+// headerLine is a "Name: value" string (Kong's header lists).
+var headerLine = regexp.MustCompile(`^(\s*([A-Za-z0-9!#$%&'*+.^_|~-]+)\s*:\s*)(\S.*)$`)
+
+// urlStart is a URL's scheme and "//".
+var urlStart = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
+
+func redactString(s string, lua bool) string {
+	switch {
+	case isVaultRef(s):
+		return s
+	case strings.Contains(s, "PRIVATE KEY-----"):
+		return redactedValue
+	case lua:
+		if secretKey.MatchString(s) {
+			return luaHidden
+		}
+		return s
+	}
+	if m := headerLine.FindStringSubmatch(s); m != nil && !strings.HasPrefix(m[3], "//") && secretKey.MatchString(m[2]) {
+		if isVaultRef(m[3]) {
+			return s
+		}
+		return m[1] + redactedValue
+	}
+	return redactURL(s)
+}
+
+// redactURL hides the userinfo password and the values of secret-named
+// query parameters of a URL (scheme://... or an absolute path), keeping
+// everything else as written; any other string is returned as is.
+func redactURL(s string) string {
+	scheme := urlStart.FindString(s)
+	if scheme == "" && !strings.HasPrefix(s, "/") {
+		return s
+	}
+	rest, frag := s[len(scheme):], ""
+	if i := indexOutsideVault(rest, "#"); i >= 0 {
+		rest, frag = rest[:i], rest[i:]
+	}
+	query, hasQuery := "", false
+	if i := indexOutsideVault(rest, "?"); i >= 0 {
+		rest, query, hasQuery = rest[:i], rest[i+1:], true
+	}
+	if scheme != "" {
+		end := indexOutsideVault(rest, "/")
+		if end < 0 {
+			end = len(rest)
+		}
+		if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+			if c := strings.IndexByte(rest[:at], ':'); c >= 0 && c+1 < at && !isVaultRef(rest[c+1:at]) {
+				rest = rest[:c+1] + redactedValue + rest[at:]
+			}
+		}
+	}
+	if hasQuery {
+		pairs := strings.Split(query, "&")
+		for i, p := range pairs {
+			name, val, ok := strings.Cut(p, "=")
+			if !ok || val == "" || isVaultRef(val) {
+				continue
+			}
+			if un, err := url.QueryUnescape(name); err == nil {
+				name = un
+			}
+			if secretKey.MatchString(name) {
+				pairs[i] = p[:len(p)-len(val)] + redactedValue
+			}
+		}
+		rest += "?" + strings.Join(pairs, "&")
+	}
+	return scheme + rest + frag
+}
+
+// indexOutsideVault is the index of the first of chars in s that is not
+// inside a {vault://...} reference, or -1.
+func indexOutsideVault(s, chars string) int {
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case strings.HasPrefix(s[i:], "{vault://"):
+			depth++
+		case s[i] == '}' && depth > 0:
+			depth--
+		case depth == 0 && strings.IndexByte(chars, s[i]) >= 0:
+			return i
+		}
+	}
+	return -1
 }
 
 // String of a snapshot, for logs.

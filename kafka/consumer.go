@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,7 +52,8 @@ type replyConsumer struct {
 	waiters map[string]*ReplyWaiter
 	expired map[string]time.Time // timed-out IDs, to count late replies
 
-	ready atomic.Bool
+	ready atomic.Bool // positioned
+	h     *health
 	stop  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
@@ -74,14 +76,26 @@ func newReplyConsumer(addrs []string, cfg *sarama.Config, topic string, partitio
 		malformed: m.replies.WithLabelValues(topic, "malformed"),
 		latency:   m.replyLatency.WithLabelValues(topic),
 		waiters:   map[string]*ReplyWaiter{}, expired: map[string]time.Time{}, stop: make(chan struct{}),
+		h: newHealth(),
 	}
 	r.wg.Add(1)
 	go r.run()
 	return r
 }
 
-// Ready tells whether every partition consumer has its starting offset.
-func (r *replyConsumer) Ready() bool { return r.ready.Load() }
+// Ready tells whether every partition consumer has its starting offset and
+// a broker answered the consumer's check within healthStale.
+func (r *replyConsumer) Ready() bool { return r.ready.Load() && r.h.fresh(time.Now()) }
+
+// name is the consumer's name in /readyz: brokers/topic, and /partition
+// when pinned.
+func (r *replyConsumer) name() string {
+	n := brokersName(r.addrs) + "/" + r.topic
+	if r.partition >= 0 {
+		n += "/" + strconv.Itoa(int(r.partition))
+	}
+	return n
+}
 
 // Register adds a waiter for id; call it before producing the request.
 func (r *replyConsumer) Register(id string, maxPending int) (*ReplyWaiter, error) {
@@ -241,8 +255,25 @@ func (r *replyConsumer) session() error {
 		}
 		pcs = append(pcs, pc)
 	}
+	r.h.ok(time.Now())
 	r.ready.Store(true)
-	defer r.ready.Store(false)
+	r.h.observe(true, time.Now())
+	defer func() {
+		r.ready.Store(false)
+		r.h.observe(false, time.Now())
+	}()
+	// The broker check runs while the session does, on its client.
+	checkStop := make(chan struct{})
+	var checks sync.WaitGroup
+	checks.Add(1)
+	go func() {
+		defer checks.Done()
+		r.h.watch(checkStop, func() error { return client.RefreshMetadata(r.topic) }, r.Ready)
+	}()
+	defer func() {
+		close(checkStop)
+		checks.Wait()
+	}()
 	ended := make(chan struct{}, len(pcs))
 	var wg sync.WaitGroup
 	for _, pc := range pcs {

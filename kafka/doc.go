@@ -3,7 +3,7 @@
 // by examples/kafka-responder and `sidecall demo`. Register adds both
 // plugins to a flows.Registry with their own Prometheus collectors and
 // returns a *Plugins whose Ready reports the readiness of the Kafka clients
-// held in a flows.Resources.
+// held in a flows.Resources that gate it.
 //
 // # Request-reply
 //
@@ -32,9 +32,20 @@
 //     reloads with the same settings share them and a client whose settings
 //     went away is closed when the last snapshot holding it is released.
 //     Both connect in the background (a config load never waits on the
-//     network) and retry with backoff up to 2 s. Plugins.Ready(res) is true
-//     once every producer has fetched metadata and every reply consumer has
-//     resolved the newest offset of each of its partitions.
+//     network) and retry with backoff up to 2 s.
+//   - Readiness: a producer is ready once it has fetched metadata, a reply
+//     consumer once it has resolved the newest offset of each of its
+//     partitions, and both only while a broker answered a metadata request
+//     for their topic within the last 6 s (asked every 2 s on the client's
+//     own connection; partitions without a leader still count as an
+//     answer): a lost broker makes them unready within about 8 s, a broker
+//     back makes them ready at the next check. Each reports itself through
+//     Health (kind, name, gates, ready, since) for /readyz and
+//     sidecall_dependency_up. The producers and reply consumers of
+//     kafka-request-reply gate readiness (Plugins.Ready); a producer held
+//     only by kafka-upstream does not. A producer counts the
+//     kafka-request-reply snapshots holding it (Builder.OnClose), so a
+//     reload that drops the last request-reply route stops its gating.
 //   - The reply consumer reads without a consumer group from the newest
 //     offset. If a partition consumer stops (for example the broker lost its
 //     log and the offset is out of range) the whole session restarts at the

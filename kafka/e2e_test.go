@@ -144,15 +144,26 @@ func respond(t *testing.T, addr string, h kafka.Handler) {
 	}
 }
 
+// waitKafkaReady waits until every Kafka client is ready, kafka-upstream
+// producers too (they never gate Plugins.Ready).
 func waitKafkaReady(t *testing.T, h *envoytest.Harness) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !h.Plugins.Ready(h.Resources) {
+	for !allReady(h) {
 		if time.Now().After(deadline) {
 			t.Fatal("kafka resources not ready after 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func allReady(h *envoytest.Harness) bool {
+	for _, d := range h.Plugins.Dependencies(h.Resources) {
+		if !d.Ready {
+			return false
+		}
+	}
+	return true
 }
 
 func saramaCfg() *sarama.Config {

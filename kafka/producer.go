@@ -37,6 +37,9 @@ type producer struct {
 	closed bool
 
 	connected atomic.Bool
+	h         *health
+	gating    atomic.Int32           // kafka-request-reply snapshots holding it
+	topic     atomic.Pointer[string] // what the broker check asks about
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -45,7 +48,7 @@ type producer struct {
 type produceResult chan error
 
 func newProducer(addrs []string, cfg *sarama.Config, m *metrics, log *zap.Logger) *producer {
-	p := &producer{addrs: addrs, cfg: cfg, m: m, log: log, stop: make(chan struct{})}
+	p := &producer{addrs: addrs, cfg: cfg, m: m, log: log, h: newHealth(), stop: make(chan struct{})}
 	p.wg.Add(1)
 	go p.connect()
 	return p
@@ -86,7 +89,14 @@ func (p *producer) connect() {
 				}
 				p.ap, p.client = ap, client
 				p.mu.Unlock()
+				p.h.ok(time.Now())
 				p.connected.Store(true)
+				p.h.observe(true, time.Now())
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					p.h.watch(p.stop, func() error { return p.check(client) }, p.Ready)
+				}()
 				p.dispatch(ap)
 				return
 			}
@@ -146,8 +156,9 @@ func drain(ap sarama.AsyncProducer) {
 	}
 }
 
-// Ready tells whether the producer has connected once.
-func (p *producer) Ready() bool { return p.connected.Load() }
+// Ready tells whether the producer has connected and a broker answered
+// its check within healthStale.
+func (p *producer) Ready() bool { return p.connected.Load() && p.h.fresh(time.Now()) }
 
 // Produce enqueues msg; with wait it returns once the broker acknowledged
 // (per acks) or refused it. ctx bounds both.

@@ -49,11 +49,26 @@ func Register(r *flows.Registry, reg prometheus.Registerer) *Plugins {
 	return p
 }
 
-// Ready tells whether every Kafka producer held in res has connected and
-// every reply consumer is positioned (for /readyz). With no Kafka clients in
-// res it is true.
-func (p *Plugins) Ready(res *flows.Resources) bool { return ready(res) }
+// Ready tells whether every Kafka client held in res that gates readiness
+// is ready (for /readyz): the producers and reply consumers of
+// kafka-request-reply, connected or positioned, with a broker answering
+// their checks. Producers held only by kafka-upstream never gate. With no
+// such client in res it is true.
+func (p *Plugins) Ready(res *flows.Resources) bool {
+	ok := true
+	res.Each(func(_ string, c io.Closer) {
+		switch r := c.(type) {
+		case *replyConsumer:
+			ok = ok && r.Ready()
+		case *producer:
+			ok = ok && (r.gating.Load() == 0 || r.Ready())
+		}
+	})
+	return ok
+}
 
+// ready tells whether every Kafka client held in res is ready, gating or
+// not (tests wait on it).
 func ready(res *flows.Resources) bool {
 	ok := true
 	res.Each(func(_ string, c io.Closer) {
@@ -210,6 +225,8 @@ func (p *requestReply) Provision(b *flows.Builder) error {
 	if err != nil {
 		return err
 	}
+	prod.gate(b)
+	prod.probeTopic(p.topic)
 	part := int32(-1)
 	if p.partition != nil {
 		part = *p.partition

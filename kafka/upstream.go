@@ -116,6 +116,7 @@ func (p *upstream) Provision(b *flows.Builder) error {
 	if err != nil {
 		return err
 	}
+	prod.probeTopic(p.topic)
 	p.prod = prod
 	return nil
 }

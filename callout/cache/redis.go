@@ -33,9 +33,13 @@ type RedisOptions struct {
 type Redis struct {
 	c      *redis.Client
 	prefix string
+	addr   string  // host:port, for Health
+	health *pinger // background PINGs, for Health (health.go)
 }
 
-// NewRedis returns a Redis cache; it does not connect until first use.
+// NewRedis returns a Redis cache. Requests never wait on a connection
+// being made; a background PING every few seconds tells Health whether the
+// server answers.
 func NewRedis(o RedisOptions, prefix string) *Redis {
 	ro := &redis.Options{
 		Addr:         net.JoinHostPort(o.Host, strconv.Itoa(o.Port)),
@@ -51,7 +55,9 @@ func NewRedis(o RedisOptions, prefix string) *Redis {
 	if o.SSL {
 		ro.TLSConfig = &tls.Config{InsecureSkipVerify: !o.SSLVerify, ServerName: o.ServerName, MinVersion: tls.VersionTLS12} //nolint:gosec // Kong's ssl_verify
 	}
-	return &Redis{c: redis.NewClient(ro), prefix: prefix}
+	r := &Redis{c: redis.NewClient(ro), prefix: prefix, addr: ro.Addr}
+	r.health = startPinger(func(ctx context.Context) error { return r.c.Ping(ctx).Err() })
+	return r
 }
 
 // Get reads key.
@@ -75,5 +81,8 @@ func (r *Redis) Set(ctx context.Context, key string, val []byte, ttl time.Durati
 	return nil
 }
 
-// Close closes the connection pool.
-func (r *Redis) Close() error { return r.c.Close() }
+// Close stops the PINGs and closes the connection pool.
+func (r *Redis) Close() error {
+	r.health.close()
+	return r.c.Close()
+}

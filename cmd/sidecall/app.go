@@ -31,11 +31,18 @@ type appOptions struct {
 	data    []byte // config bytes instead of reading config (demo)
 	log     *zap.Logger
 	maxRecv int
+	// maxBody is --max-body-size (0: the processor's default).
+	maxBody int
 	luaMode string // untrusted_lua: sandbox or off
 	pprof   bool   // Go profiles on the admin listener
+	// hideConfig (--admin-config=false) leaves /config off the admin
+	// listener: it answers 404.
+	hideConfig bool
 	// luaTimeout is the per-call Lua time limit (0: lua.DefaultTimeout).
 	luaTimeout time.Duration
 }
+
+const adminConfigUsage = "serve /config (the effective config, secrets redacted) on the admin listener; false answers 404 there while /healthz, /readyz and /metrics keep working (SIDECALL_ADMIN_CONFIG)"
 
 const untrustedLuaUsage = "Kong's untrusted_lua: sandbox runs config Lua and $(...) in the sandbox; off rejects them at load (SIDECALL_UNTRUSTED_LUA)"
 
@@ -44,6 +51,23 @@ const untrustedLuaUsage = "Kong's untrusted_lua: sandbox runs config Lua and $(.
 const maxLuaTimeout = 10 * time.Second
 
 const luaTimeoutUsage = "per-call time limit of a Lua chunk or $(...) expression, above 0 and at most 10s (SIDECALL_LUA_TIMEOUT)"
+
+// defaultMaxBodySize and maxMaxBodySize bound --max-body-size: a body is
+// held in memory, once per open stream that buffers one.
+const (
+	defaultMaxBodySize = 8 << 20
+	maxMaxBodySize     = 1 << 30
+)
+
+const maxBodySizeUsage = "largest request or response body buffered for plugins, per stream across all chunks, bytes, above 0 and at most 1 GiB; over it a request gets 413, a response 502 (SIDECALL_MAX_BODY_SIZE)"
+
+// checkMaxBodySize checks a --max-body-size value.
+func checkMaxBodySize(n int) error {
+	if n <= 0 || n > maxMaxBodySize {
+		return fmt.Errorf("want a size in bytes above 0 and at most %d (1 GiB), got %d", maxMaxBodySize, n)
+	}
+	return nil
+}
 
 // checkLuaTimeout checks a --lua-timeout value.
 func checkLuaTimeout(timeout time.Duration) error {
@@ -66,7 +90,6 @@ type app struct {
 	reloads   *prometheus.CounterVec
 	lastOK    prometheus.Gauge
 	draining  atomic.Bool
-	ready     []func() bool
 	reloadMu  sync.Mutex
 	closeOnce sync.Once
 }
@@ -86,7 +109,7 @@ func newApp(o appOptions) (*app, error) {
 	a.reloads.WithLabelValues("ok")
 	a.reloads.WithLabelValues("failed")
 	a.plugins = plugins.New(plugins.Options{Metrics: a.prom, Version: version, Lua: lua.Options{Timeout: o.luaTimeout}})
-	a.ready = append(a.ready, func() bool { return a.plugins.Ready(a.res) })
+	a.prom.MustRegister(a.plugins.DependencyMetrics(a.res))
 	snap, err := a.load()
 	if err != nil {
 		a.res.Close()
@@ -96,7 +119,7 @@ func newApp(o appOptions) (*app, error) {
 	a.holder.Swap(snap)
 	a.reloads.WithLabelValues("ok").Inc()
 	a.lastOK.Set(1)
-	a.proc = processor.New(processor.Options{Holder: a.holder, Log: a.log, Metrics: processor.NewMetrics(a.prom), MaxRecvMsgSize: o.maxRecv})
+	a.proc = processor.New(processor.Options{Holder: a.holder, Log: a.log, Metrics: processor.NewMetrics(a.prom), MaxRecvMsgSize: o.maxRecv, MaxBodySize: o.maxBody})
 	a.grpc = a.proc.GRPCServer()
 	return a, nil
 }
@@ -188,17 +211,35 @@ func (a *app) watch(ctx context.Context) error {
 	return nil
 }
 
-func (a *app) isReady() bool {
-	if a.draining.Load() || a.holder.Current() == nil {
-		return false
-	}
-	for _, f := range a.ready {
-		if !f() {
-			return false
-		}
-	}
-	return true
+// readiness is /readyz's answer: the status, why it is not ready, and
+// every long-lived client the config holds with its state.
+type readiness struct {
+	Status       string               `json:"status"` // "ready" or "not ready"
+	Reason       string               `json:"reason,omitempty"`
+	Dependencies []plugins.Dependency `json:"dependencies"`
 }
+
+// readiness is ready unless draining, without a config, or while a
+// dependency that gates readiness (the Kafka clients of
+// kafka-request-reply) is not ready. kafka-upstream producers and Redis
+// caches are listed but never make it unready.
+func (a *app) readiness() readiness {
+	r := readiness{Status: "ready", Dependencies: a.plugins.Dependencies(a.res)}
+	switch {
+	case a.draining.Load():
+		r.Reason = "draining"
+	case a.holder.Current() == nil:
+		r.Reason = "no config loaded"
+	case !plugins.GatesReady(r.Dependencies):
+		r.Reason = "a dependency that gates readiness is not ready"
+	}
+	if r.Reason != "" {
+		r.Status = "not ready"
+	}
+	return r
+}
+
+func (a *app) isReady() bool { return a.readiness().Status == "ready" }
 
 func (a *app) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -207,22 +248,24 @@ func (a *app) adminHandler() http.Handler {
 		fmt.Fprintln(w, `{"status":"ok"}`)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		r := a.readiness()
 		w.Header().Set("content-type", "application/json")
-		if !a.isReady() {
+		if r.Status != "ready" {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, `{"status":"not ready"}`)
-			return
 		}
-		fmt.Fprintln(w, `{"status":"ready"}`)
+		_ = json.NewEncoder(w).Encode(r)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.prom, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
-		s := a.holder.Current()
-		w.Header().Set("content-type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"file": s.File, "loaded": s.Loaded.UTC().Format(time.RFC3339), "config": s.Redacted})
-	})
+	if !a.opts.hideConfig { // --admin-config=false: /config is 404
+		mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+			s := a.holder.Current()
+			w.Header().Set("content-type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			enc.SetEscapeHTML(false) // <redacted>, & in URLs: as written
+			_ = enc.Encode(map[string]any{"file": s.File, "loaded": s.Loaded.UTC().Format(time.RFC3339), "config": s.Redacted})
+		})
+	}
 	if a.opts.pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)

@@ -135,6 +135,8 @@ type demoOptions struct {
 	listen, adminListen string
 	log                 *zap.Logger
 	luaTimeout          time.Duration
+	maxBody             int                      // --max-body-size
+	hideConfig          bool                     // --admin-config=false
 	ready               func(base, admin string) // called once everything answers
 }
 
@@ -161,7 +163,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 
 	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow,
 		"{{KAFKA_HOST}}", kh, "{{KAFKA_PORT}}", kp).Replace(demoConfig)
-	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout})
+	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout, maxBody: o.maxBody, hideConfig: o.hideConfig})
 	if err != nil {
 		return err
 	}
@@ -223,11 +225,17 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin-listen", "127.0.0.1:9901", "admin HTTP address")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn, error")
 	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
+	maxBody := fs.Int("max-body-size", defaultMaxBodySize, maxBodySizeUsage)
+	adminConfig := fs.Bool("admin-config", true, adminConfigUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
 	if err := checkLuaTimeout(*luaTimeout); err != nil {
 		fmt.Fprintln(stderr, "sidecall demo: --lua-timeout:", err)
+		return 2
+	}
+	if err := checkMaxBodySize(*maxBody); err != nil {
+		fmt.Fprintln(stderr, "sidecall demo: --max-body-size:", err)
 		return 2
 	}
 	log, err := newLogger(*logLevel, "console", stderr)
@@ -237,7 +245,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout}, stdout); err != nil {
+	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout, maxBody: *maxBody, hideConfig: !*adminConfig}, stdout); err != nil {
 		fmt.Fprintln(stderr, "sidecall demo:", err)
 		return 1
 	}

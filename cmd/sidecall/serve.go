@@ -26,9 +26,11 @@ type serveFlags struct {
 	logLevel    string
 	logFormat   string
 	maxRecv     int
+	maxBody     int
 	drain       time.Duration
 	drainDelay  time.Duration
 	pprof       bool
+	adminConfig bool
 	luaMode     string
 	luaTimeout  time.Duration
 }
@@ -46,8 +48,10 @@ func (f *serveFlags) register(fs interface {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&f.maxRecv, "max-recv-msg-size", 8<<20, "largest gRPC message accepted from Envoy, bytes")
+	fs.IntVar(&f.maxBody, "max-body-size", defaultMaxBodySize, maxBodySizeUsage)
 	fs.DurationVar(&f.drain, "drain-timeout", 20*time.Second, "how long SIGTERM waits for open streams")
 	fs.BoolVar(&f.pprof, "admin-pprof", false, "serve Go profiles on the admin listener at /debug/pprof/ (keep the admin port private)")
+	fs.BoolVar(&f.adminConfig, "admin-config", true, adminConfigUsage)
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "after SIGTERM, keep accepting new streams this long while health reports NOT_SERVING and /readyz 503 (Envoy still draining its own connections)")
 	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
 	fs.DurationVar(&f.luaTimeout, "lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
@@ -92,13 +96,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall serve: --lua-timeout:", err)
 		return 2
 	}
+	if err := checkMaxBodySize(f.maxBody); err != nil {
+		fmt.Fprintln(stderr, "sidecall serve: --max-body-size:", err)
+		return 2
+	}
 	log, err := newLogger(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecall serve:", err)
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout})
+	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, maxBody: f.maxBody, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout, hideConfig: !f.adminConfig})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -138,7 +146,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	admin := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { errc <- admin.Serve(al) }()
 	log.Info("sidecall serving", zap.String("grpc", gl.Addr().String()), zap.String("admin", al.Addr().String()),
-		zap.String("config", f.config), zap.String("version", version))
+		zap.String("config", f.config), zap.String("version", version), zap.Stringer("lua_timeout", a.plugins.Lua.Sandbox.Options().Timeout))
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

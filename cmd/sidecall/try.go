@@ -80,6 +80,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
 	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
+	maxBody := fs.Int("max-body-size", defaultMaxBodySize, maxBodySizeUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
@@ -91,12 +92,16 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try: --lua-timeout:", err)
 		return 2
 	}
+	if err := checkMaxBodySize(*maxBody); err != nil {
+		fmt.Fprintln(stderr, "sidecall try: --max-body-size:", err)
+		return 2
+	}
 	log, err := newLogger(*logLevel, "console", stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecall try:", err)
 		return 2
 	}
-	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout})
+	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout, maxBody: *maxBody})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -114,7 +119,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 	defer l.close()
 	_ = a.watch(ctx)
 	fmt.Fprintf(stdout, "sidecall try: Envoy stand-in on %s -> %s (not a production proxy; Ctrl-C stops)\n", l.URL(), *upstream)
-	log.Info("try running", zap.String("listen", l.URL()))
+	log.Info("try running", zap.String("listen", l.URL()), zap.Stringer("lua_timeout", a.plugins.Lua.Sandbox.Options().Timeout))
 	<-ctx.Done()
 	return 0
 }

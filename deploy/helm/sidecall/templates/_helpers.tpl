@@ -70,6 +70,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (not .Values.config.existingConfigMap) (not .Values.config.content) -}}
 {{- fail "config.content or config.existingConfigMap is required" -}}
 {{- end -}}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.envoy.podSelector) (not .Values.networkPolicy.envoy.namespaceSelector) -}}
+{{- fail "networkPolicy.enabled needs networkPolicy.envoy.podSelector or namespaceSelector: the pods allowed to call ext_proc" -}}
+{{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled .Values.podDisruptionBudget.minAvailable .Values.podDisruptionBudget.maxUnavailable -}}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" -}}
 {{- end -}}
@@ -89,6 +92,7 @@ imagePullPolicy: {{ $v.image.pullPolicy }}
 args:
   - serve
   - --config=/etc/sidecall/{{ $v.config.key }}
+  - --admin-config={{ if $v.adminConfig }}true{{ else }}false{{ end }}
   {{- range $v.extraArgs }}
   - {{ . | quote }}
   {{- end }}
