@@ -2,6 +2,7 @@ package callout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -48,13 +49,24 @@ type result struct {
 	retries []any
 }
 
-// Access runs the callouts, then the upstream customisation.
+// Access runs the callouts, then the upstream customisation. When the
+// client goes away (the request's context canceled) the outcome is
+// canceled whatever failed on the way: 499, logged at debug.
+func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
+	err := p.access(parent, x)
+	if err != nil && errors.Is(parent.Err(), context.Canceled) {
+		return errCanceled(x, err)
+	}
+	return err
+}
+
+// access is Access.
 //
 // The plugin's deadline (p.timeout from the start) is a context made only
 // once something does I/O: a fetch, or a Redis lookup. A request served
 // from the memory cache creates no timer, which would wake the sleeping
 // network poller.
-func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
+func (p *Plugin) access(parent context.Context, x *flows.Exchange) error {
 	ctx := parent
 	deadline := time.Now().Add(p.timeout)
 	var cancel context.CancelFunc
@@ -88,7 +100,7 @@ func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
 		var one *state
 		n := 0
 		for _, st := range sts {
-			if st.hit == nil {
+			if st.hit == nil && st.result == nil { // not cached, not refused
 				one = st
 				n++
 			}
@@ -104,7 +116,7 @@ func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
 			g, gctx := errgroup.WithContext(ctx)
 			g.SetLimit(p.maxParallel)
 			for _, st := range sts {
-				if st.hit != nil {
+				if st.hit != nil || st.result != nil {
 					continue
 				}
 				g.Go(func() error { p.fetch(gctx, x.Log, st); return nil })
@@ -112,6 +124,9 @@ func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
 			_ = g.Wait()
 		}
 		if err := ctx.Err(); err != nil {
+			if errors.Is(parent.Err(), context.Canceled) {
+				return errCanceled(x, err)
+			}
 			return &flows.HTTPError{Status: http.StatusGatewayTimeout, Message: "request-callout timed out", Err: err}
 		}
 		for _, st := range sts {
@@ -141,6 +156,9 @@ func internal(err error) error {
 func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[string]any, c *callout) (*state, error) {
 	r, err := render(ctx, x, c)
 	if err != nil {
+		if re := asRefused(err); re != nil {
+			return p.refused(x, calls, c, nil, re)
+		}
 		return nil, err
 	}
 	entry := p.newEntry(x, c, r)
@@ -162,6 +180,9 @@ func (p *Plugin) prepare(ctx context.Context, x *flows.Exchange, calls map[strin
 		send, err = p.sendFrom(x, c, r)
 	}
 	if err != nil {
+		if re := asRefused(err); re != nil {
+			return p.refused(x, calls, c, entry, re)
+		}
 		return nil, internal(fmt.Errorf("callout %q: %w", c.name, err))
 	}
 	st := &state{c: c, ctxMap: entry, send: send}
@@ -190,6 +211,8 @@ func (p *Plugin) lookup(ctx context.Context, x *flows.Exchange, st *state) {
 	st.key = p.cacheKey(x, c.name, st.send, st.ctxMap)
 	v, ok, err := p.cache.Get(ctx, st.key)
 	switch {
+	case err != nil && errors.Is(ctx.Err(), context.Canceled):
+		// the client went away: not the cache's fault
 	case err != nil:
 		c.m.cacheError()
 		x.Log.Warn("callout cache unavailable, calling through", zap.String("callout", c.name), zap.Error(err))

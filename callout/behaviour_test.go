@@ -121,9 +121,10 @@ func TestCalloutQuery(t *testing.T) {
 	if r.Path != "/dyn" || r.Query != "a=9&c=3" {
 		t.Fatalf("got %s?%s", r.Path, r.Query)
 	}
-	// An invalid rendered url is a 500.
-	p = build(t, `callouts: [{name: a, request: {url: '$(headers["x-u"])'}}]`)
-	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", map[string]string{"x-u": "::bad"}, ""))); he.Status != 500 || flows.IsLuaError(he) {
+	// An invalid rendered url is refused: the callout fails under on_error
+	// (fail: error_response_code, 400 by default); nothing is sent.
+	p = build(t, `callouts: [{name: a, request: {url: '$(headers["x-u"])', allowed_hosts: [h.local]}}]`)
+	if he := httpErr(t, p.Access(context.Background(), newX("GET", "/", "", map[string]string{"x-u": "::bad"}, ""))); he.Status != 400 || asRefused(he) == nil {
 		t.Fatalf("status %d (%v)", he.Status, he.Err)
 	}
 }
@@ -232,8 +233,9 @@ upstream: {body: {custom: {id: "$(callouts.a.response.body.id)"}}}`)
 	})
 }
 
-// CRLF/NUL in a rendered header value is a 500, never sent.
-func TestHeaderInjectionIs500(t *testing.T) {
+// CRLF/NUL in a rendered header value is the client's fault: 400, never
+// sent.
+func TestHeaderInjectionIs400(t *testing.T) {
 	rec := &recorder{}
 	srv := jsonServer(t, rec, 200, nil)
 	for i, cfg := range []string{`{callouts: [{name: a, request: {url: %q, headers: {custom: {X-V: '$(headers["x-evil"])'}}}}]}`,
@@ -249,7 +251,7 @@ func TestHeaderInjectionIs500(t *testing.T) {
 		before := rec.calls.Load()
 		for _, bad := range []string{"a\r\nX-Injected: 1", "a\x00b", "a\nb"} {
 			x := newX("GET", "/", "", map[string]string{"x-evil": bad}, "")
-			if he := httpErr(t, p.Access(context.Background(), x)); he.Status != 500 || flows.IsLuaError(he) {
+			if he := httpErr(t, p.Access(context.Background(), x)); he.Status != 400 || flows.IsLuaError(he) {
 				t.Fatalf("status %d (%v)", he.Status, he.Err)
 			}
 			if x.Request.Headers.Has("x-v") {

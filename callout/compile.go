@@ -8,6 +8,7 @@ import (
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 	"gopkg.in/yaml.v3"
 )
 
@@ -38,7 +39,7 @@ func compile(b *flows.Builder, raw *yaml.Node, at flows.Path, f *factory) (*Plug
 	var templates []*template // every template of the plugin
 	var luas []*flows.LuaChunk
 	for i, cc := range cfg.Callouts {
-		c, refs, chunks := compileCallout(b, i, cc, cs.Index(i))
+		c, refs, chunks := compileCallout(b, i, cc, cs.Index(i), f.self)
 		c.deps = dependencies(i, cc.DependsOn, index, refs, chunks)
 		p.callouts = append(p.callouts, c)
 		templates = append(templates, refs...)
@@ -89,7 +90,7 @@ func compile(b *flows.Builder, raw *yaml.Node, at flows.Path, f *factory) (*Plug
 
 // compileCallout compiles callouts[i]; it returns the callout's templates
 // and Lua chunks (for dependencies).
-func compileCallout(b *flows.Builder, i int, cc CalloutConfig, at flows.Path) (*callout, []*template, []*flows.LuaChunk) {
+func compileCallout(b *flows.Builder, i int, cc CalloutConfig, at flows.Path, self *urlsafe.Self) (*callout, []*template, []*flows.LuaChunk) {
 	rp := at.Key("request")
 	c := &callout{idx: i, name: cc.Name, cfg: cc, onError: cc.Request.Error.onError(),
 		retries: cc.Request.Error.retries(), statuses: map[int]bool{}, opts: optsOf(cc.Request.HTTPOpts)}
@@ -106,6 +107,7 @@ func compileCallout(b *flows.Builder, i int, cc CalloutConfig, at flows.Path) (*
 				c.parsed = u
 			}
 		}
+		compileURL(b, c, cc.Request, rp, self)
 	}
 	c.headers = compileKV(b, cc.Request.Headers.Custom, rp.Key("headers").Key("custom"), true, &refs)
 	c.query = compileKV(b, cc.Request.Query.Custom, rp.Key("query").Key("custom"), false, &refs)
@@ -176,6 +178,10 @@ func compileKV(b *flows.Builder, m map[string]*string, at flows.Path, header boo
 			continue
 		}
 		v := m[k]
+		if header && v != nil && !strings.Contains(*v, "$(") && urlsafe.HasCTL(*v, true) {
+			b.Errorf(at.Key(k), "a header value cannot hold control characters (CR, LF, NUL...)")
+			continue
+		}
 		if v == nil {
 			out = append(out, kv{name: k})
 			continue

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 	"gopkg.in/yaml.v3"
 )
 
@@ -42,14 +43,18 @@ type CalloutCacheCfg struct {
 
 // RequestConfig is callouts[].request.
 type RequestConfig struct {
-	URL      string      `yaml:"url"`
-	Method   string      `yaml:"method"`
-	ByLua    string      `yaml:"by_lua"`
-	Headers  CustomPart  `yaml:"headers"`
-	Query    CustomPart  `yaml:"query"`
-	Body     BodyPart    `yaml:"body"`
-	HTTPOpts HTTPOpts    `yaml:"http_opts"`
-	Error    ErrorConfig `yaml:"error"`
+	URL string `yaml:"url"`
+	// AllowedHosts are the hosts a url whose host comes from a $(...)
+	// template may reach: exact names or IP literals, or "*.suffix"
+	// (sidecall's; see the package doc).
+	AllowedHosts []string    `yaml:"allowed_hosts"`
+	Method       string      `yaml:"method"`
+	ByLua        string      `yaml:"by_lua"`
+	Headers      CustomPart  `yaml:"headers"`
+	Query        CustomPart  `yaml:"query"`
+	Body         BodyPart    `yaml:"body"`
+	HTTPOpts     HTTPOpts    `yaml:"http_opts"`
+	Error        ErrorConfig `yaml:"error"`
 }
 
 // CustomPart is headers/query: forward plus custom values (nil removes).
@@ -217,6 +222,11 @@ func validate(b *flows.Builder, c *Config, at flows.Path) {
 		} else if !strings.Contains(r.URL, "$(") {
 			if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				b.Errorf(rp.Key("url"), "must be an http or https URL, got %q", redactIfSecret(b, rp.Key("url"), r.URL))
+			}
+		}
+		for j, h := range r.AllowedHosts {
+			if err := urlsafe.ValidAllowedHost(h); err != nil {
+				b.Errorf(rp.Key("allowed_hosts").Index(j), "%v", err)
 			}
 		}
 		if !httpx.ValidMethod(r.Method) {

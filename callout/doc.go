@@ -25,16 +25,53 @@
 //     10000) bounding the whole plugin. Envoy's ext_proc message_timeout
 //     (and max_message_timeout with mode override) must be larger than
 //     timeout, or Envoy gives up first; when timeout expires the client gets
-//     504 {"message": "request-callout timed out"}.
+//     504 {"message": "request-callout timed out"}. A client that goes away
+//     (the request's context canceled) is canceled, not an error: 499
+//     "client closed request" (never sent: the stream is gone), a debug
+//     log, and attempts it cut short count as status_class="canceled".
 //   - on_error defaults to fail, except an error block that sets retries
 //     without on_error retries. retries: N = up to N more attempts, with a
 //     small jittered backoff (10-20 ms, doubling, capped at 200 ms).
 //   - The fail response is flows.HTTPError{error_response_code,
 //     rendered error_response_msg}: JSON {"message": ..., "request_id": ...}.
 //   - A transport error under continue leaves callouts.<name>.response unset.
-//   - A Lua or template runtime error, an invalid rendered URL, CR/LF/NUL in
-//     a rendered header value, or a non-JSON body where a JSON customisation
-//     applies is a 500; nothing is sent.
+//   - A Lua or template runtime error, or a non-JSON body where a JSON
+//     customisation applies, is a 500; nothing is sent.
+//   - A control character (CR, LF, NUL, ...) in a templated header, url or
+//     query value, or in a forwarded client header, is the client's: 400
+//     {"message": "invalid character in the request"}, nothing sent, an info
+//     log and sidecall_callout_refused_total{reason="bad_client_value"}
+//     (callout="" for config.upstream headers). Literal header values with
+//     one are config errors.
+//   - Templated urls stay where their author put them. At load the url is
+//     split by its written text into scheme, userinfo, host, port, path,
+//     query and fragment, and each $(...) value is encoded for its part:
+//     a path-segment value is url.PathEscape'd (no '/', '?', '#'; a value
+//     making a "." or ".." segment is refused); a query key or value is
+//     url.QueryEscape'd (no '&' or '=' pairs); a userinfo value has all
+//     but unreserved characters escaped; a host value may hold only
+//     letters, digits, '-', '_', '.' (the whole host may be [IPv6], the
+//     whole authority host:port); a port value only digits. A value right
+//     after a written host or port (http://h:8081$(path)) is an absolute
+//     path: it must start with '/', each segment is escaped. A url that
+//     starts with $(...) and has no written "scheme://" takes its base
+//     (http(s)://authority[/path], no query or fragment) from the value.
+//   - The url sent (rendered, or as request.by_lua left
+//     request.params.url) must keep the scheme, userinfo, host and port
+//     the written text fixes. A host from a template must be in
+//     request.allowed_hosts (exact names or IP literals, or "*.suffix";
+//     a load warning when it is empty: every call is refused). Loopback,
+//     localhost, link-local, unspecified and cloud metadata hosts
+//     (169.254.169.254, fd00:ec2::254, metadata.google.internal) need an
+//     exact entry; sidecall's own listeners (Options.SelfAddrs) are never
+//     reached through a templated host or port. Hosts are compared as
+//     written, no DNS; IP literals in every form a resolver reads (127.1,
+//     0x7f.1, 2130706433, [::ffff:127.0.0.1]). A written host is the
+//     operator's choice and is not checked. A refused url fails the
+//     callout under its on_error policy like a transport error (retry does
+//     not retry it), counts sidecall_callout_refused_total{callout,
+//     reason}, and is logged at warn naming the callout and the rule,
+//     never the value.
 //   - http_opts.timeouts: connect is the dial and TLS handshake timeout;
 //     write+read bounds the wait for response headers; connect+write+read
 //     bounds one attempt. Unset: 60 s each (nginx's), capped by timeout.

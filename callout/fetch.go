@@ -3,6 +3,7 @@ package callout
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -44,9 +45,12 @@ func (p *Plugin) call(ctx context.Context, log *zap.Logger, st *state) *result {
 		status, hdr, body, err := p.do(ctx, c, st.send)
 		d := time.Since(start)
 		c.m.duration.Observe(d.Seconds())
-		if err != nil {
+		switch {
+		case err != nil && errors.Is(ctx.Err(), context.Canceled):
+			c.m.attempt(statusCanceled) // the client went away
+		case err != nil:
 			c.m.attempt(0)
-		} else {
+		default:
 			c.m.attempt(status)
 		}
 		log.Debug("callout", zap.String("callout", c.name), zap.String("url", redactURL(st.send.url)),

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 )
 
 // metrics are one registry's request-callout collectors.
@@ -13,6 +14,7 @@ type metrics struct {
 	retries  *prometheus.CounterVec
 	cache    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	refused  *prometheus.CounterVec
 }
 
 // newMetrics makes the collectors and registers them with reg (nil: kept
@@ -21,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_requests_total",
-			Help: "Callout HTTP attempts by callout and status class (2xx..5xx, or error for transport failures).",
+			Help: "Callout HTTP attempts by callout and status class (2xx..5xx, error for transport failures, canceled when the client went away).",
 		}, []string{"callout", "status_class"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_retries_total",
@@ -36,12 +38,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Callout HTTP attempt latency.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"callout"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecall_callout_refused_total",
+			Help: "Callouts not sent, by callout and reason: bad_client_value (a control character from the client, 400), url_component, fixed_part, host_not_allowed, forbidden_host, self, invalid_url (the url refused, on_error applies). callout is empty for config.upstream.",
+		}, []string{"callout", "reason"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
 		m.retries = register(reg, m.retries)
 		m.cache = register(reg, m.cache)
 		m.duration = register(reg, m.duration)
+		m.refused = register(reg, m.refused)
 	}
 	return m
 }
@@ -69,7 +76,7 @@ type series struct {
 	miss     prometheus.Counter
 	retries  prometheus.Counter
 	duration prometheus.Observer
-	requests [10]atomic.Pointer[prometheus.Counter] // by statusIndex
+	requests [11]atomic.Pointer[prometheus.Counter] // by statusIndex
 }
 
 // newSeries creates the callout's hit, miss, retry and duration series
@@ -86,7 +93,13 @@ func (m *metrics) newSeries(callout string) *series {
 // cacheError counts a cache failure (rare: no resolved series).
 func (s *series) cacheError() { s.m.cache.WithLabelValues(s.name, "error").Inc() }
 
-// attempt counts one HTTP attempt; status 0 is a transport error.
+// refuse counts a callout not sent (rare: no resolved series).
+func (m *metrics) refuse(callout string, reason urlsafe.Reason) {
+	m.refused.WithLabelValues(callout, string(reason)).Inc()
+}
+
+// attempt counts one HTTP attempt; status 0 is a transport error,
+// statusCanceled an attempt the client's cancellation ended.
 func (s *series) attempt(status int) {
 	i := statusIndex(status)
 	if c := s.requests[i].Load(); c != nil {
@@ -98,8 +111,16 @@ func (s *series) attempt(status int) {
 	c.Inc()
 }
 
-// statusIndex is 1..9 for 1xx..9xx, 0 for anything else (error).
+// statusCanceled is the status attempt records for an attempt ended by
+// the client going away.
+const statusCanceled = -1
+
+// statusIndex is 1..9 for 1xx..9xx, 10 for canceled, 0 for anything else
+// (error).
 func statusIndex(status int) int {
+	if status == statusCanceled {
+		return 10
+	}
 	if status < 100 || status > 999 {
 		return 0
 	}
@@ -107,7 +128,10 @@ func statusIndex(status int) int {
 }
 
 func statusClass(status int) string {
-	if i := statusIndex(status); i > 0 {
+	switch i := statusIndex(status); {
+	case i == 10:
+		return "canceled"
+	case i > 0:
 		return string(rune('0'+i)) + "xx"
 	}
 	return "error"

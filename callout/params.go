@@ -78,9 +78,9 @@ func (p *Plugin) sendFromParams(x *flows.Exchange, c *callout, entry map[string]
 		return nil, fmt.Errorf("invalid method %q", s.method)
 	}
 	raw, _ := params["url"].(string)
-	u, err := c.parseURL(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid callout url %q", raw)
+	u, err := c.checkedURL(raw)
+	if err != nil {
+		return nil, err
 	}
 	// query: url args, then params.query overriding same names.
 	switch q := params["query"].(type) {

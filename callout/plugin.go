@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sidecall/sidecall/callout/cache"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 	"gopkg.in/yaml.v3"
 )
 
@@ -26,6 +27,11 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// Version is sidecall's version, in the default User-Agent.
 	Version string
+	// SelfAddrs are sidecall's own listen addresses (host:port: the gRPC
+	// and admin listeners). A callout url whose host or port comes from a
+	// template never reaches them; ":port" and "0.0.0.0:port" stand for
+	// loopback, localhost and every local interface address.
+	SelfAddrs []string
 }
 
 // Register adds request-callout to r. Its metrics are made here, once per
@@ -40,8 +46,9 @@ func UserAgent(version string) string { return "sidecall/" + version + "/request
 
 // factory is what the instances of one registry share.
 type factory struct {
-	m  *metrics
-	ua string
+	m    *metrics
+	ua   string
+	self *urlsafe.Self
 }
 
 func newFactory(o Options) *factory {
@@ -49,7 +56,7 @@ func newFactory(o Options) *factory {
 	if v == "" {
 		v = "dev"
 	}
-	return &factory{m: newMetrics(o.Metrics), ua: UserAgent(v)}
+	return &factory{m: newMetrics(o.Metrics), ua: UserAgent(v), self: urlsafe.NewSelf(o.SelfAddrs)}
 }
 
 type kv struct {
@@ -58,11 +65,16 @@ type kv struct {
 }
 
 type callout struct {
-	idx      int
-	name     string
-	cfg      CalloutConfig
-	url      *template
-	parsed   *url.URL // the url parsed at load, when it is a literal
+	idx    int
+	name   string
+	cfg    CalloutConfig
+	url    *template
+	parsed *url.URL // the url parsed at load, when it is a literal
+	// urlT is the url split by its written text (nil when it did not
+	// compile); urlVals render its $(...) values, one template each.
+	urlT     *urlsafe.Template
+	urlVals  []*flows.Template
+	hosts    *urlsafe.HostPolicy // request.allowed_hosts and Options.SelfAddrs
 	headers  []kv
 	query    []kv
 	body     []kv

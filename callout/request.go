@@ -10,6 +10,7 @@ import (
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 )
 
 // rendered is a callout's config rendered for one request: what Kong puts
@@ -28,13 +29,20 @@ type field struct {
 }
 
 // render renders the callout's templates: url, custom headers, query and
-// body, in that order.
+// body, in that order. A url value its part of the URL cannot take, or a
+// control character in a client value headed for a header, the url or the
+// query, is a *refusedError.
 func render(ctx context.Context, x *flows.Exchange, c *callout) (*rendered, error) {
 	cc := &c.cfg.Request
 	r := &rendered{}
 	var err error
-	if r.url, err = c.url.Render(ctx, x); err != nil {
-		return nil, internal(fmt.Errorf("callout %q: rendering url: %w", c.name, err))
+	if r.url, err = c.renderURL(ctx, x); err != nil {
+		return nil, err
+	}
+	if cc.Headers.Forward {
+		if err := c.checkForwarded(x); err != nil {
+			return nil, err
+		}
 	}
 	if len(c.headers) > 0 {
 		r.headers = make([]field, len(c.headers))
@@ -45,6 +53,9 @@ func render(ctx context.Context, x *flows.Exchange, c *callout) (*rendered, erro
 			}
 			if r.headers[i].value, err = h.t.Render(ctx, x); err != nil {
 				return nil, internal(fmt.Errorf("callout %q: rendering header %s: %w", c.name, h.name, err))
+			}
+			if urlsafe.HasCTL(r.headers[i].value, true) {
+				return nil, badClientValue(c.name, "header "+h.name+": a control character in its value")
 			}
 		}
 	}
@@ -61,6 +72,9 @@ func render(ctx context.Context, x *flows.Exchange, c *callout) (*rendered, erro
 		if err != nil {
 			return nil, internal(fmt.Errorf("callout %q: rendering query %s: %w", c.name, q.name, err))
 		}
+		if urlsafe.HasCTL(v, false) {
+			return nil, badClientValue(c.name, "query "+q.name+": a control character in its value")
+		}
 		if r.query == nil {
 			r.query = url.Values{}
 		}
@@ -70,6 +84,22 @@ func render(ctx context.Context, x *flows.Exchange, c *callout) (*rendered, erro
 		return nil, err
 	}
 	return r, nil
+}
+
+// checkForwarded refuses a forwarded client header value with a control
+// character (Envoy rejects them; a stand-in or another proxy may not).
+func (c *callout) checkForwarded(x *flows.Exchange) error {
+	for k, vs := range x.Request.Headers {
+		if strings.HasPrefix(k, ":") || httpx.NotForwarded(k) {
+			continue
+		}
+		for _, v := range vs {
+			if urlsafe.HasCTL(v, true) && !c.customHeader(k) {
+				return badClientValue(c.name, "forwarded header "+k+": a control character in its value")
+			}
+		}
+	}
+	return nil
 }
 
 // renderBody is request.params.body: the forwarded body, decoded and
@@ -111,9 +141,9 @@ func renderBody(ctx context.Context, x *flows.Exchange, c *callout) (any, error)
 // sendFromParams would from the request.params table made of it.
 func (p *Plugin) sendFrom(x *flows.Exchange, c *callout, r *rendered) (*sendReq, error) {
 	s := &sendReq{method: c.cfg.Request.Method, opts: c.opts}
-	u, err := c.parseURL(r.url)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid callout url %q", r.url)
+	u, err := c.checkedURL(r.url)
+	if err != nil {
+		return nil, err
 	}
 	if len(r.query) > 0 || len(r.removed) > 0 {
 		s.canonQuery = true
@@ -182,8 +212,8 @@ func shadowed(fs []field, i int) bool {
 // addHeader adds one header value: Host sets the request's Host, headers
 // that belong to one connection are dropped.
 func (s *sendReq) addHeader(name, lower, val string) error {
-	if strings.ContainsAny(val, "\r\n\x00") {
-		return fmt.Errorf("header %s: value contains CR, LF or NUL", name)
+	if urlsafe.HasCTL(val, true) {
+		return fmt.Errorf("header %s: value contains a control character (CR, LF, NUL...)", name)
 	}
 	if lower == "host" {
 		s.host = val
@@ -228,14 +258,4 @@ func (s *sendReq) setBody(body any) error {
 		}
 	}
 	return nil
-}
-
-// parseURL is url.Parse, from a copy of the url parsed at load when raw is
-// the literal url (by_lua may change params.url).
-func (c *callout) parseURL(raw string) (*url.URL, error) {
-	if c.parsed != nil && raw == c.url.lit {
-		u := *c.parsed
-		return &u, nil
-	}
-	return url.Parse(raw)
 }

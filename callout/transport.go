@@ -97,6 +97,9 @@ func acquireTransport(b *flows.Builder, o httpOpts) (*http.Transport, error) {
 	return c.(transport).Transport, nil
 }
 
+// maxExtraTransports bounds the pools kept for options request.by_lua sets.
+const maxExtraTransports = 32
+
 // transportFor is the transport for a request's options: the callout's
 // own, resolved at load, unless request.by_lua changed them; those get a
 // transport of the plugin's, closed with its snapshot.
@@ -112,6 +115,12 @@ func (p *Plugin) transportFor(c *callout, o httpOpts) (*http.Transport, error) {
 	t, err := newTransport(o)
 	if err != nil {
 		return nil, err
+	}
+	if len(p.extra) >= maxExtraTransports {
+		// Options vary per request: keep no pool that could grow without
+		// bound; this transport holds no idle connection after the call.
+		t.DisableKeepAlives = true
+		return t, nil
 	}
 	if p.extra == nil {
 		p.extra = map[httpOpts]*http.Transport{}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 )
 
 // applyUpstream is config.upstream: custom values are rendered first (so
@@ -48,8 +49,10 @@ func (p *Plugin) applyUpstream(ctx context.Context, x *flows.Exchange) error {
 		return err
 	}
 	for _, h := range hs {
-		if strings.ContainsAny(h.val, "\r\n\x00") {
-			return internal(fmt.Errorf("upstream: header %s: value contains CR, LF or NUL", h.name))
+		if urlsafe.HasCTL(h.val, true) {
+			// Literal values are checked at load: this one came from a template.
+			return p.errBadClientValue(x, &refusedError{r: &urlsafe.Refusal{Reason: urlsafe.BadClientValue,
+				Why: "upstream header " + h.name + ": a control character in its value"}})
 		}
 	}
 

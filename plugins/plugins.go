@@ -27,6 +27,9 @@ type Options struct {
 	Version string
 	// Lua sets the limits of the Lua runtime config Lua runs on.
 	Lua lua.Options
+	// SelfAddrs are sidecall's own listen addresses (host:port): a callout
+	// whose host comes from the request may never reach them.
+	SelfAddrs []string
 }
 
 // Set is a registry of every plugin with the state they share with one
@@ -49,7 +52,7 @@ func New(o Options) *Set {
 	correlation.Register(r)
 	serverless.Register(r)
 	flowcallout.Register(r, flowMetrics(reg))
-	callout.Register(r, callout.Options{Metrics: reg, Version: o.Version})
+	callout.Register(r, callout.Options{Metrics: reg, Version: o.Version, SelfAddrs: o.SelfAddrs})
 	kafka.Register(r, reg)
 	return &Set{Registry: r, Lua: luaRuntime(o.Lua, reg)}
 }

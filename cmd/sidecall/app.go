@@ -40,6 +40,9 @@ type appOptions struct {
 	hideConfig bool
 	// luaTimeout is the per-call Lua time limit (0: lua.DefaultTimeout).
 	luaTimeout time.Duration
+	// selfAddrs are this process's listen addresses, which templated
+	// callout hosts may never reach.
+	selfAddrs []string
 }
 
 const adminConfigUsage = "serve /config (the effective config, secrets redacted) on the admin listener; false answers 404 there while /healthz, /readyz and /metrics keep working (SIDECALL_ADMIN_CONFIG)"
@@ -108,7 +111,7 @@ func newApp(o appOptions) (*app, error) {
 	a.prom.MustRegister(a.reloads, a.lastOK)
 	a.reloads.WithLabelValues("ok")
 	a.reloads.WithLabelValues("failed")
-	a.plugins = plugins.New(plugins.Options{Metrics: a.prom, Version: version, Lua: lua.Options{Timeout: o.luaTimeout}})
+	a.plugins = plugins.New(plugins.Options{Metrics: a.prom, Version: version, Lua: lua.Options{Timeout: o.luaTimeout}, SelfAddrs: o.selfAddrs})
 	a.prom.MustRegister(a.plugins.DependencyMetrics(a.res))
 	snap, err := a.load()
 	if err != nil {

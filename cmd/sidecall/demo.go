@@ -163,7 +163,8 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 
 	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow,
 		"{{KAFKA_HOST}}", kh, "{{KAFKA_PORT}}", kp).Replace(demoConfig)
-	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout, maxBody: o.maxBody, hideConfig: o.hideConfig})
+	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout, maxBody: o.maxBody, hideConfig: o.hideConfig,
+		selfAddrs: []string{o.listen, o.adminListen}})
 	if err != nil {
 		return err
 	}

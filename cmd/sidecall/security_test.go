@@ -3,8 +3,14 @@ package main
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/sidecall/sidecall/envoy"
+	"github.com/sidecall/sidecall/envoy/envoytest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 func adminGet(t *testing.T, s *served, path string) (int, string) {
@@ -83,5 +89,60 @@ services:
 		if !strings.Contains(body, shown) {
 			t.Errorf("/config lacks %s:\n%s", shown, body)
 		}
+	}
+}
+
+// TestTemplatedCalloutCannotReachOwnAdminPort: serve gives request-callout
+// its own listen addresses; a host taken from the request that names the
+// admin port is refused even when allowed_hosts lists its IP, and the
+// admin endpoint is never called.
+func TestTemplatedCalloutCannotReachOwnAdminPort(t *testing.T) {
+	s := startServe(t, writeConfig(t, `_format_version: "3.0"
+services:
+  - name: app
+    url: http://127.0.0.1:1
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          - name: request-callout
+            config:
+              callouts:
+                - name: tenant
+                  request:
+                    url: http://$(headers["x-tenant"])/config
+                    allowed_hosts: ["127.0.0.1"]
+`))
+	up := envoytest.Record(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "upstream") })
+	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ec := envoy.Config{Upstream: up.URL, Conn: conn}
+	envoy.SidecallDefaults(&ec)
+	p, err := envoy.New(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p)
+	defer front.Close()
+	req, _ := http.NewRequest("GET", front.URL+"/", nil)
+	req.Header.Set("X-Tenant", s.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK || strings.Contains(string(body), "services") {
+		t.Fatalf("the callout reached the admin port: %d %s", resp.StatusCode, body)
+	}
+	if up.Count() != 0 {
+		t.Error("the upstream was called although the callout failed")
+	}
+	if !strings.Contains(s.stderr.String(), "tenant") {
+		t.Errorf("no log names the refused callout:\n%s", s.stderr.String())
 	}
 }

@@ -106,7 +106,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, maxBody: f.maxBody, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout, hideConfig: !f.adminConfig})
+	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, maxBody: f.maxBody, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout, hideConfig: !f.adminConfig,
+		selfAddrs: []string{f.grpcListen, f.adminListen}})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -101,7 +101,8 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try:", err)
 		return 2
 	}
-	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout, maxBody: *maxBody})
+	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout, maxBody: *maxBody,
+		selfAddrs: []string{*listen}})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
