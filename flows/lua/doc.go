@@ -8,13 +8,30 @@
 // Choices where Kong is silent:
 //   - Globals: assert, error, next, select, tonumber, tostring, type,
 //     unpack, rawequal, rawget, rawset (not on sandbox tables),
-//     setmetatable, getmetatable, pairs/ipairs (honouring __pairs), pcall and
+//     setmetatable (tables only, as in Lua 5.1), getmetatable,
+//     pairs/ipairs (honouring __pairs), pcall and
 //     xpcall (which cannot swallow kong.response.exit or the limits),
 //     print (to the logger), string, table, math (no randomseed), kong, ngx,
 //     cjson, and require of "cjson" and "cjson.safe" only. No os, io, debug,
 //     package, coroutine, load*, dofile, getfenv/setfenv, string.dump.
-//   - Library tables are read-only views; globals a chunk sets live in a
-//     per-call table, so nothing leaks between requests on a pooled state.
+//   - Nothing one call does survives into another on the same pooled
+//     state (another route's or request's), as Kong's sandbox makes
+//     library tables read-only. string, table, math, kong and each of its
+//     sub-tables, ngx, ngx.var, cjson (also as require returns it),
+//     cjson.array_mt and kong.ctx are read-only: writing a field raises
+//     "attempt to modify a read-only table", and so do rawset and
+//     table.insert/remove/sort on them (they write raw, past __newindex).
+//     Each is an empty view whose __index is the real table; its
+//     metatable is locked (getmetatable gives false, setmetatable fails),
+//     and pairs on it hands out the view, never the real table. Strings
+//     have a locked metatable of their own (getmetatable("") is false and
+//     ("").__index is nil; gopher-lua's was the string library itself,
+//     reachable and writable as ("").__index). setmetatable takes tables
+//     only, since on a number, boolean, function or library userdata it
+//     would change that type's metatable for the whole state. Globals a
+//     chunk sets live in a fresh per-call table over the read-only
+//     globals (there is no _G), and template expressions cannot set any.
+//     kong.ctx.shared stays writable: it is the request's own map.
 //   - Bombs: string.rep, string.format widths, string.gsub, table.concat
 //     and the `..` operator are capped per string (Options.MaxStringLen;
 //     chunks are compiled with `..` replaced by a call of the capped

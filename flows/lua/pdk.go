@@ -327,7 +327,7 @@ func (s *state) kongTable() *glua.LTable {
 	s.meter(resp, "get_raw_body", "get_headers")
 	kong.RawSetString("response", s.readOnly(resp))
 
-	ctx := L.NewTable()
+	ctx := s.seal(L.NewTable())
 	ctx.Metatable = s.protectedMT(map[string]glua.LValue{
 		"__index": L.NewFunction(func(L *glua.LState) int {
 			if L.CheckString(2) == "shared" && s.host != nil {
@@ -569,7 +569,7 @@ func (s *state) ngxTable() *glua.LTable {
 	}
 	s.meter(ngx, "encode_base64", "decode_base64", "escape_uri", "unescape_uri")
 	ngx.RawSetString("null", s.null)
-	v := L.NewTable()
+	v := s.seal(L.NewTable())
 	v.Metatable = s.protectedMT(map[string]glua.LValue{
 		"__index": L.NewFunction(func(L *glua.LState) int {
 			name := L.CheckString(2)

@@ -38,13 +38,18 @@ type state struct {
 	tplEnv     *glua.LTable
 	tplCache   map[string]glua.LValue
 
+	// sealed are the read-only tables (library views, kong.ctx, ngx.var,
+	// cjson.array_mt): rawset and table.insert/remove/sort refuse them.
+	sealed map[*glua.LTable]struct{}
+	cjson  [2]*glua.LTable // require("cjson"), require("cjson.safe") (made on first use)
+
 	proxies    map[*glua.LTable]*proxy
 	mapProxies map[uintptr]*glua.LTable
 	pending    map[pendKey]pendVal
 }
 
 // Globals a chunk may use from Lua's base library.
-var safeBase = []string{"assert", "error", "next", "select", "tonumber", "tostring", "type", "unpack", "rawequal", "rawget", "setmetatable", "getmetatable", "_VERSION"}
+var safeBase = []string{"assert", "error", "next", "select", "tonumber", "tostring", "type", "unpack", "rawequal", "rawget", "getmetatable", "_VERSION"}
 
 func newState(sb *Sandbox) *state {
 	L := glua.NewState(glua.Options{SkipOpenLibs: true, CallStackSize: callStackSize, RegistrySize: 1024 * 4, RegistryGrowStep: registryGrowStep, RegistryMaxSize: 1024 * 256})
@@ -56,7 +61,7 @@ func newState(sb *Sandbox) *state {
 		L.Push(glua.LString(lib.name))
 		L.Call(1, 0)
 	}
-	s := &state{sb: sb, L: L}
+	s := &state{sb: sb, L: L, sealed: map[*glua.LTable]struct{}{}}
 	s.reset()
 	s.keepErr = L.NewFunction(keepErr)
 	g := L.G.Global
@@ -64,7 +69,11 @@ func newState(sb *Sandbox) *state {
 	s.null = L.NewUserData()
 	s.null.Metatable = s.protectedMT(map[string]glua.LValue{"__tostring": L.NewFunction(func(L *glua.LState) int { L.Push(glua.LString("null")); return 1 })})
 	s.emptyArray = L.NewUserData()
-	s.arrayMT = L.NewTable()
+	// Tables of user code take cjson.array_mt as their metatable; it is
+	// itself read-only (Lua reads metamethods raw, so its own metatable
+	// changes nothing for them, and getmetatable(t) == cjson.array_mt).
+	s.arrayMT = s.seal(L.NewTable())
+	s.arrayMT.Metatable = s.protectedMT(map[string]glua.LValue{"__newindex": L.NewFunction(refuseWrite)})
 	s.proxyMT = s.protectedMT(map[string]glua.LValue{
 		"__index":    L.NewFunction(s.proxyIndex),
 		"__newindex": L.NewFunction(s.proxyNewIndex),
@@ -88,7 +97,15 @@ func newState(sb *Sandbox) *state {
 	base.RawSetString("print", L.NewFunction(s.print))
 	base.RawSetString("pairs", L.NewFunction(s.pairs))
 	base.RawSetString("ipairs", L.NewFunction(s.ipairs))
-	base.RawSetString("rawset", L.NewFunction(rawset))
+	base.RawSetString("rawset", L.NewFunction(s.rawset))
+	setmt := g.RawGetString("setmetatable").(*glua.LFunction).GFunction
+	base.RawSetString("setmetatable", L.NewFunction(func(L *glua.LState) int {
+		// Tables only, as in Lua 5.1: gopher-lua would set the metatable
+		// shared by every number, boolean or function of the state, and
+		// that of the library's userdata (cjson.empty_array).
+		L.CheckTable(1)
+		return setmt(L)
+	}))
 	base.RawSetString("pcall", s.guard(s.pcall))
 	base.RawSetString("xpcall", s.guard(s.xpcall))
 	base.RawSetString("require", L.NewFunction(s.require))
@@ -105,7 +122,12 @@ func newState(sb *Sandbox) *state {
 		return strByte(L)
 	}))
 	str.RawSetString("dump", glua.LNil)
-	str.RawSetString("__metatable", glua.LFalse) // getmetatable("") cannot reach the real table
+	// gopher-lua makes the string library the strings' metatable, with
+	// __index pointing to itself: ("").__index was the writable library.
+	// Strings get a metatable of their own, locked, whose __index is the
+	// library without an __index field.
+	str.RawSetString("__index", glua.LNil)
+	L.SetMetatable(glua.LString(""), s.protectedMT(map[string]glua.LValue{"__index": str}))
 	tbl := g.RawGetString("table").(*glua.LTable)
 	s.capTables(tbl)
 	s.meter(tbl, "concat")
@@ -116,7 +138,8 @@ func newState(sb *Sandbox) *state {
 	base.RawSetString("math", s.readOnly(mth))
 	base.RawSetString("kong", s.readOnly(s.kongTable()))
 	base.RawSetString("ngx", s.readOnly(s.ngxTable()))
-	base.RawSetString("cjson", s.readOnly(s.cjsonTable(false)))
+	s.cjson[0] = s.readOnly(s.cjsonTable(false))
+	base.RawSetString("cjson", s.cjson[0])
 	s.base = base
 
 	// Globals written by a chunk live in a per-call table over base.
@@ -144,20 +167,30 @@ func (s *state) protectedMT(fields map[string]glua.LValue) *glua.LTable {
 	return mt
 }
 
-// readOnly returns an empty table reading through to t and refusing writes.
+// readOnly returns an empty table reading through to t and refusing writes
+// (sealed, so rawset cannot shadow t's fields either). Nothing hands out t
+// itself: its functions and values only.
 func (s *state) readOnly(t *glua.LTable) *glua.LTable {
-	p := s.L.NewTable()
+	p := s.seal(s.L.NewTable())
 	p.Metatable = s.protectedMT(map[string]glua.LValue{
-		"__index": t,
-		"__newindex": s.L.NewFunction(func(L *glua.LState) int {
-			L.RaiseError("attempt to modify a read-only table")
-			return 0
-		}),
+		"__index":    t,
+		"__newindex": s.L.NewFunction(refuseWrite),
 		"__pairs": s.L.NewFunction(func(L *glua.LState) int {
 			return s.pushSortedIter(L, t)
 		}),
 	})
 	return p
+}
+
+// seal marks t read-only for rawset and the table library.
+func (s *state) seal(t *glua.LTable) *glua.LTable {
+	s.sealed[t] = struct{}{}
+	return t
+}
+
+func refuseWrite(L *glua.LState) int {
+	L.RaiseError("attempt to modify a read-only table")
+	return 0
 }
 
 func (s *state) newChunkEnv() *glua.LTable {
@@ -305,17 +338,23 @@ func (s *state) print(L *glua.LState) int {
 func (s *state) require(L *glua.LState) int {
 	switch name := L.CheckString(1); name {
 	case "cjson":
-		L.Push(s.readOnly(s.cjsonTable(false)))
+		L.Push(s.cjson[0])
 	case "cjson.safe":
-		L.Push(s.readOnly(s.cjsonTable(true)))
+		if s.cjson[1] == nil {
+			s.cjson[1] = s.readOnly(s.cjsonTable(true))
+		}
+		L.Push(s.cjson[1])
 	default:
 		L.RaiseError("module '%s' not found (the sandbox allows only cjson and cjson.safe)", name)
 	}
 	return 1
 }
 
-func rawset(L *glua.LState) int {
+func (s *state) rawset(L *glua.LState) int {
 	t := L.CheckTable(1)
+	if _, ok := s.sealed[t]; ok {
+		L.RaiseError("attempt to modify a read-only table")
+	}
 	if mt, ok := t.Metatable.(*glua.LTable); ok && mt.RawGetString("__metatable") != glua.LNil {
 		L.RaiseError("cannot rawset a protected table")
 	}
@@ -429,7 +468,7 @@ func (s *state) pushSortedIter(L *glua.LState, t *glua.LTable) int {
 		L.Push(t.RawGetString(k))
 		return 2
 	}))
-	L.Push(t)
+	L.Push(L.Get(1)) // the read-only view, never t
 	L.Push(glua.LNil)
 	return 3
 }
@@ -535,9 +574,13 @@ func (s *state) materialize(L *glua.LState, n int) {
 }
 
 // liveList returns the proxy of a kong.ctx.shared list at argument 1, or
-// nil for a plain table; a live object is refused.
+// nil for a plain table; a live object or a read-only table is refused.
 func (s *state) liveList(L *glua.LState, fn string) *proxy {
-	p := s.proxies[L.CheckTable(1)]
+	t := L.CheckTable(1)
+	if _, ok := s.sealed[t]; ok {
+		L.RaiseError("%s: attempt to modify a read-only table", fn)
+	}
+	p := s.proxies[t]
 	if p != nil && p.m != nil {
 		L.RaiseError("%s: not a list (a kong.ctx.shared object)", fn)
 	}
