@@ -19,7 +19,13 @@ package flowcallout
 //     the whole body.
 //   - Upstream path: the service path joined with the request path (Kong's
 //     path_handling v0: "/check" + "/orders" = "/check/orders"; a request
-//     path "/" gives the service path alone); the query is kept. Hop-by-hop
+//     path "/" gives the service path alone); the query is kept. The
+//     request path stays below the service path: its "." and ".." segments
+//     (%2e%2e too) are resolved within it, clamped at its root
+//     ("/check" + "/../admin" = "/check/admin"); escapes the client sent
+//     (%2F, %3F) are kept; '?', '#' and other bytes a path cannot hold are
+//     percent-encoded, and a '#' or space in the query is too, so the query
+//     stays one query. Hop-by-hop
 //     headers, host and content-length are not forwarded: Host is the
 //     service's host, as Kong does without preserve_host.
 //   - Timeouts are Kong's per-phase socket timeouts: connect_timeout until
@@ -76,6 +82,7 @@ import (
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 )
 
 // Priority is flow-callout's Kong plugin priority.
@@ -100,12 +107,16 @@ const (
 type Observer func(flow, result string, d time.Duration)
 
 type flowCalloutConfig struct {
-	SharedFlowServiceName       string `yaml:"shared_flow_service_name"`
-	PreserveOriginalRequestBody bool   `yaml:"preserve_original_request_body"`
-	OnFlowErrorStatus           int    `yaml:"on_flow_error_status"`
-	OnFlowErrorBody             string `yaml:"on_flow_error_body"`
-	OnFlowErrorContinue         bool   `yaml:"on_flow_error_continue"`
-	StoreKey                    string `yaml:"store_flow_response_in_shared_context_key"`
+	SharedFlowServiceName       string            `yaml:"shared_flow_service_name"`
+	PreserveOriginalRequestBody bool              `yaml:"preserve_original_request_body"`
+	OnFlowErrorStatus           int               `yaml:"on_flow_error_status"`
+	OnFlowErrorBody             string            `yaml:"on_flow_error_body"`
+	OnFlowErrorContinue         bool              `yaml:"on_flow_error_continue"`
+	StoreKey                    string            `yaml:"store_flow_response_in_shared_context_key"`
+	Parameters                  []flowParamConfig `yaml:"parameters"`
+	ParametersAsHeaders         string            `yaml:"parameters_as_headers"`
+	Phase                       string            `yaml:"phase"` // access (default) or response
+	ApplyFlowResponse           bool              `yaml:"apply_flow_response"`
 }
 
 type flowCallout struct {
@@ -118,6 +129,9 @@ type flowCallout struct {
 	key       string
 	transport *http.Transport
 	obs       Observer
+	params    []flowParam // params.go
+	response  bool        // phase: response (response.go)
+	apply     bool        // apply_flow_response
 }
 
 // Register adds flow-callout to r; obs (optional) sees every flow run.
@@ -145,6 +159,7 @@ func newFlowCallout(b *flows.Builder, raw *yaml.Node, at flows.Path, obs Observe
 		b.Errorf(at.Key("on_flow_error_status"), "must be between 400 and 599, got %d", c.OnFlowErrorStatus)
 	}
 	p.errBody, p.errMsg = userErrorBody(c.OnFlowErrorBody), c.OnFlowErrorBody
+	p.compileExtras(b, &c, at)
 	return p, nil
 }
 
@@ -217,8 +232,14 @@ func (p *flowCallout) Name() string  { return "flow-callout" }
 func (p *flowCallout) Priority() int { return Priority }
 
 // Needs: the flow gets the whole original body, so Envoy must buffer it.
-// The flow's own pipeline needs are covered: it runs on that copy.
-func (p *flowCallout) Needs() flows.Needs { return flows.Needs{RequestBody: true} }
+// The flow's own pipeline needs are covered: it runs on that copy. In the
+// response phase the flow gets the whole response instead (response.go).
+func (p *flowCallout) Needs() flows.Needs {
+	if p.response {
+		return flows.Needs{ResponseHeaders: true, ResponseBody: true}
+	}
+	return flows.Needs{RequestBody: true}
+}
 
 type flowDepthKey struct{}
 
@@ -232,6 +253,9 @@ type flowOutcome struct {
 }
 
 func (p *flowCallout) Access(ctx context.Context, x *flows.Exchange) error {
+	if p.response {
+		return nil // runs on the response (BodyFilter)
+	}
 	if p.svc == nil {
 		return errors.New("flow-callout: no shared flow service")
 	}
@@ -245,7 +269,10 @@ func (p *flowCallout) Access(ctx context.Context, x *flows.Exchange) error {
 	if depth >= maxFlowDepth {
 		out = flowOutcome{status: 500, err: fmt.Errorf("shared flows nest deeper than %d", maxFlowDepth), result: ResultPluginError}
 	} else {
-		out = p.run(context.WithValue(ctx, flowDepthKey{}, depth+1), sub)
+		out = p.withParams(ctx, x, func(vals []string) flowOutcome {
+			p.setParamHeaders(sub.Request.Headers, vals)
+			return p.run(context.WithValue(ctx, flowDepthKey{}, depth+1), sub)
+		})
 	}
 	if p.obs != nil {
 		p.obs(p.svc.Name, out.result, time.Since(start))
@@ -311,26 +338,24 @@ func (p *flowCallout) run(ctx context.Context, sub *flows.Exchange) flowOutcome 
 	return out
 }
 
-// upstreamPath joins the service path and the request path (Kong v0).
-func upstreamPath(svc, req string) string {
-	if svc == "" {
-		svc = "/"
-	}
-	if req == "" || req == "/" {
-		return svc
-	}
-	if !strings.HasPrefix(req, "/") {
-		req = "/" + req
-	}
-	return strings.TrimSuffix(svc, "/") + req
-}
+// upstreamPath joins the service's escaped path and the request's raw
+// path (Kong v0), the request path kept below the service path: its "."
+// and ".." segments (%2e%2e too) resolve within it, and '?', '#' and other
+// bytes a path cannot hold are percent-encoded (urlsafe.JoinPath).
+func upstreamPath(svc, req string) string { return urlsafe.JoinPath(svc, req) }
 
 func (p *flowCallout) send(ctx context.Context, sub *flows.Exchange) flowOutcome {
 	if p.svc.URL == nil || p.transport == nil {
 		return flowOutcome{status: 502, err: errors.New("shared flow service has no url"), result: ResultTransportError}
 	}
-	u := &url.URL{Scheme: p.svc.URL.Scheme, Host: p.svc.URL.Host,
-		Path: upstreamPath(p.svc.URL.Path, sub.Request.Path), RawQuery: sub.Request.RawQuery}
+	raw := upstreamPath(p.svc.URL.EscapedPath(), sub.Request.Path)
+	path, err := url.PathUnescape(raw)
+	if err != nil { // cannot happen: JoinPath escapes every stray '%'
+		return flowOutcome{status: 502, err: errors.New("invalid upstream path"), result: ResultTransportError}
+	}
+	// The query stays one query: a '#' or a space in it is encoded.
+	u := &url.URL{Scheme: p.svc.URL.Scheme, Host: p.svc.URL.Host, Path: path, RawPath: raw,
+		RawQuery: urlsafe.CleanQuery(sub.Request.RawQuery)}
 	target := u.String()
 	sc := p.svc.Config
 	to := flowTimeouts{connect: 60 * time.Second, write: 60 * time.Second, read: 60 * time.Second}

@@ -16,6 +16,13 @@ func TestFlowCalloutPathJoin(t *testing.T) {
 		{"", "", "/"},
 		{"/", "/a/", "/a/"},
 		{"/check", "a", "/check/a"},
+		// The request path never climbs above the service path, and cannot
+		// add a query or a fragment.
+		{"/check", "/../admin", "/check/admin"},
+		{"/check", "/a/../../%2e%2e/admin", "/check/admin"},
+		{"/check", "/a?b#c", "/check/a%3Fb%23c"},
+		{"/check", "/a%3Fb", "/check/a%3Fb"},
+		{"/check", "/..", "/check"},
 	} {
 		if got := upstreamPath(c.svc, c.req); got != c.want {
 			t.Errorf("upstreamPath(%q, %q) = %q, want %q", c.svc, c.req, got, c.want)

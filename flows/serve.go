@@ -64,6 +64,7 @@ func (p *Pipeline) protected(ctx context.Context, phase Phase, x *Exchange, obs 
 // response plugin that answers again has its reply taken as it is; one that
 // fails leaves the reply as it was.
 func (p *Pipeline) finishReply(ctx context.Context, x *Exchange, obs Observer) {
+	ctx = context.WithValue(ctx, localReplyKey{}, true)
 	rep := x.Reply
 	x.Reply = nil
 	x.Response = Response{Status: rep.Status, Headers: rep.Headers, Body: rep.Body, HasBody: true}
@@ -77,6 +78,16 @@ func (p *Pipeline) finishReply(ctx context.Context, x *Exchange, obs Observer) {
 	if x.Reply == nil {
 		x.Reply = &Reply{Status: x.Response.Status, Headers: x.Response.Headers, Body: x.Response.Body}
 	}
+}
+
+type localReplyKey struct{}
+
+// IsLocalReply tells a response-phase plugin that the response it sees is
+// a local reply (a plugin's answer, an error) going through the response
+// phases, not one the upstream sent.
+func IsLocalReply(ctx context.Context) bool {
+	v, _ := ctx.Value(localReplyKey{}).(bool)
+	return v
 }
 
 // ErrorReply renders err as sidecall's error reply: the HTTPError's status
@@ -161,4 +172,30 @@ func (s *Service) Subflow(ctx context.Context, sub *Exchange, up Upstream) (Resp
 		return Response{Status: r.Status, Headers: r.Headers, Body: r.Body, HasBody: true}, nil
 	}
 	return sub.Response, nil
+}
+
+// SubflowResponse runs s's response phases (header_filter, then
+// body_filter) on sub.Response, a response the caller got, then up with the
+// response as the plugins left it, unless a plugin answered: that answer
+// (through the response phases, as in Subflow) is then the result. A plugin
+// failure is a *SubflowError; up's error is returned as it is. The flow's
+// access phase does not run.
+func (s *Service) SubflowResponse(ctx context.Context, sub *Exchange, up Upstream) (Response, error) {
+	pl := s.Pipeline
+	if sub.Response.Headers == nil {
+		sub.Response.Headers = Headers{}
+	}
+	sub.Response.HasBody = true
+	for _, phase := range []Phase{PhaseHeaderFilter, PhaseBodyFilter} {
+		sub.applyEarlyResponseHeaders()
+		if err := pl.protected(ctx, phase, sub, nil); err != nil {
+			return Response{}, &SubflowError{Err: err}
+		}
+		if sub.Reply != nil {
+			pl.finishReply(ctx, sub, nil)
+			r := sub.Reply
+			return Response{Status: r.Status, Headers: r.Headers, Body: r.Body, HasBody: true}, nil
+		}
+	}
+	return up(ctx, sub)
 }
