@@ -13,6 +13,7 @@ type bodyIn struct {
 	src      io.Reader
 	raw      <-chan chunk        // set when the body is already read chunk by chunk
 	pending  <-chan pendingChunk // set when a STREAMED pump already runs
+	duplex   <-chan struct{}     // set when a FULL_DUPLEX_STREAMED pump already runs
 	has      bool
 	trailers func() http.Header // the source's trailers, complete after EOF
 	out      http.Header        // trailers to forward are written here
@@ -121,10 +122,15 @@ func (f *filter) bodyPhase(d *direction, hm *headerMap, in bodyIn, replaced *[]b
 	if in.pending != nil {
 		bm = modeStreamed
 	}
-	if !f.active() && in.pending == nil {
+	if in.duplex != nil {
+		bm = modeDuplex
+	}
+	if !f.active() && in.pending == nil && in.duplex == nil {
 		bm, ts = modeNone, false
 	}
 	switch bm {
+	case modeDuplex:
+		return f.duplexBody(d, in), nil
 	case modeBuffered, modePartial:
 		return f.buffered(d, hm, in, bm == modePartial)
 	case modeStreamed:
@@ -199,8 +205,10 @@ func (f *filter) buffered(d *direction, hm *headerMap, in bodyIn, partial bool) 
 			f.clearRouteCache(cr, hm)
 		}
 		if bm := cr.GetBodyMutation(); bm != nil {
-			if n, ok := mutatedLen(bm); ok {
-				if err := checkContentLength(hm, n); err != nil {
+			// Envoy checks any body_mutation in BUFFERED mode against its
+			// body field: clear_body, or no mutation at all, count as 0.
+			if !partial {
+				if err := checkContentLength(hm, len(bm.GetBody())); err != nil {
 					return nil, f.mutationFailed(err)
 				}
 			}
@@ -417,8 +425,9 @@ func (s *streamedReader) Read(p []byte) (int, error) {
 			}
 			if t == nil {
 				cr := bodyReply(resp, s.d)
-				if cr.GetClearRouteCache() && cr.GetHeaderMutation() == nil && s.d.isReq {
-					s.f.p.stats.ClearRouteCacheIgnored.Add(1)
+				if s.d.isReq {
+					// Counted as Envoy does; the route is already chosen.
+					s.f.routeCacheCleared(cr)
 				}
 				data = applyBodyMutation(data, cr.GetBodyMutation())
 			}

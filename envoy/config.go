@@ -46,8 +46,26 @@ type Config struct {
 	ResponseAttributes   []string
 	// InitialMetadata is grpc_service.initial_metadata: gRPC headers on the stream.
 	InitialMetadata map[string]string
-	// MetadataContext is sent as metadata_context on every message (empty when nil).
-	MetadataContext          *corev3.Metadata
+	// MetadataContext is the stream's dynamic metadata as earlier filters
+	// left it. Without ForwardingNamespaces it is sent as metadata_context
+	// on every message as is (empty when nil).
+	MetadataContext *corev3.Metadata
+	// ForwardingNamespaces is metadata_options.forwarding_namespaces.untyped:
+	// when set, metadata_context carries only these namespaces, from
+	// MetadataContext merged with what the processor wrote.
+	ForwardingNamespaces []string
+	// ReceivingNamespaces is metadata_options.receiving_namespaces.untyped:
+	// the namespaces of ProcessingResponse.dynamic_metadata that are written
+	// (merged); StreamTrace.DynamicMetadata shows the result.
+	ReceivingNamespaces []string
+	// RouteCacheAction is route_cache_action; DisableClearRouteCache the
+	// legacy disable_clear_route_cache (RETAIN). Envoy rejects both set.
+	RouteCacheAction       extprocfilterv3.ExternalProcessor_RouteCacheAction
+	DisableClearRouteCache bool
+	// StreamIdleTimeout is the HCM stream_idle_timeout, which alone bounds a
+	// FULL_DUPLEX_STREAMED exchange (504); 0 means Envoy's 5 minutes.
+	StreamIdleTimeout time.Duration
+
 	BufferLimit              int // per_connection_buffer_limit_bytes; 0 means 1 MiB
 	StatusOnError            int // 0 means 500; outside 400-599 means 500
 	DisableImmediateResponse bool
@@ -133,6 +151,15 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.KeepTraces <= 0 {
 		cfg.KeepTraces = 64
 	}
+	if cfg.StreamIdleTimeout <= 0 {
+		cfg.StreamIdleTimeout = 5 * time.Minute
+	}
+	if cfg.DisableClearRouteCache {
+		if cfg.RouteCacheAction != extprocfilterv3.ExternalProcessor_DEFAULT {
+			return nil, errors.New("disable_clear_route_cache and route_cache_action can not be set to none-default at the same time")
+		}
+		cfg.RouteCacheAction = extprocfilterv3.ExternalProcessor_RETAIN
+	}
 	if cfg.ProcessingMode == nil {
 		cfg.ProcessingMode = &ProcessingMode{
 			RequestHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
@@ -167,13 +194,12 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// checkMode applies Envoy's load-time mode checks: FULL_DUPLEX_STREAMED
-// (not supported by this stand-in) needs trailers SEND in Envoy; here it is
-// rejected outright so no test silently relies on it.
+// checkMode applies Envoy's load-time mode check: FULL_DUPLEX_STREAMED
+// needs the matching trailer mode SEND.
 func checkMode(m *ProcessingMode) error {
-	if m.GetRequestBodyMode() == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED ||
-		m.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
-		return errors.New("processing_mode: FULL_DUPLEX_STREAMED is not implemented by this stand-in")
+	if m.GetRequestBodyMode() == modeDuplex && m.GetRequestTrailerMode() != extprocfilterv3.ProcessingMode_SEND ||
+		m.GetResponseBodyMode() == modeDuplex && m.GetResponseTrailerMode() != extprocfilterv3.ProcessingMode_SEND {
+		return errors.New("processing_mode: FULL_DUPLEX_STREAMED needs the matching trailer mode SEND")
 	}
 	return nil
 }

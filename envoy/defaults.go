@@ -3,12 +3,17 @@ package envoy
 import "time"
 
 // SidecallDefaults configures c like the shipped bootstraps
-// (envoy/sidecar.yaml): request headers SEND, response headers SKIP, bodies
-// NONE, allow_mode_override, the attributes sidecall's routing reads, and a
-// message_timeout above sidecall's plugin deadlines.
+// (envoy/sidecar.yaml, envoy/front-proxy.yaml): request headers SEND,
+// response headers SKIP, bodies NONE, allow_mode_override, the attributes
+// sidecall's routing reads, and their message_timeout of 2s (a reply
+// slower than that is a 504 in production too).
 func SidecallDefaults(c *Config) {
 	c.ProcessingMode = &ProcessingMode{RequestHeaderMode: 1, ResponseHeaderMode: 2} // SEND, SKIP
 	c.AllowModeOverride = true
 	c.RequestAttributes = []string{"xds.route_name", "source.address", "destination.address"}
-	c.MessageTimeout = 5 * time.Second
+	c.MessageTimeout = ShippedMessageTimeout
 }
+
+// ShippedMessageTimeout is the message_timeout of envoy/sidecar.yaml and
+// envoy/front-proxy.yaml (a test keeps the two in step).
+const ShippedMessageTimeout = 2 * time.Second

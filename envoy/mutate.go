@@ -389,16 +389,3 @@ func applyBodyMutation(target []byte, bm *extprocv3.BodyMutation) []byte {
 	}
 	return target
 }
-
-// mutatedLen is the length a body mutation produces (clear_body counts 0).
-func mutatedLen(bm *extprocv3.BodyMutation) (int, bool) {
-	switch x := bm.GetMutation().(type) {
-	case *extprocv3.BodyMutation_Body:
-		return len(x.Body), true
-	case *extprocv3.BodyMutation_ClearBody:
-		if x.ClearBody {
-			return 0, true
-		}
-	}
-	return 0, false
-}

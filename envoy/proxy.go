@@ -96,7 +96,7 @@ func (f *filter) serve(w http.ResponseWriter, codeOut *int) (int, string) {
 	for k := range r.Trailer {
 		in.out[k] = nil
 	}
-	if bm == modeStreamed && hasBody {
+	if (bm == modeStreamed || bm == modeDuplex) && hasBody {
 		in.raw = readChunks(r.Body, f.done)
 	}
 	var replaced *[]byte
@@ -105,7 +105,11 @@ func (f *filter) serve(w http.ResponseWriter, codeOut *int) (int, string) {
 			m.Request = &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 				Headers: hm.proto(), EndOfStream: endStream}}
 		})
-		if sent && p.cfg.SendBodyWithoutWaiting && in.raw != nil {
+		switch {
+		case sent && bm == modeDuplex && in.raw != nil:
+			// FULL_DUPLEX_STREAMED: the body goes out as it arrives.
+			in.duplex = f.startDuplex(f.req, in)
+		case sent && p.cfg.SendBodyWithoutWaiting && in.raw != nil:
 			in.pending = f.startStreamed(f.req, in.raw, false, in.trailers)
 		}
 		resp, t := f.awaitSent(f.req, sent)
@@ -176,16 +180,20 @@ func (f *filter) encode(w http.ResponseWriter, r *http.Request, res *http.Respon
 	}
 	stripCL := shouldStripCL(bm, hs)
 	in := bodyIn{src: res.Body, has: hasBody, trailers: func() http.Header { return res.Trailer }, out: http.Header{}, stripCL: stripCL}
-	if bm == modeStreamed && hasBody {
+	if (bm == modeStreamed || bm == modeDuplex) && hasBody {
 		in.raw = readChunks(res.Body, f.done)
 	}
 	endStream := !hasBody && len(res.Trailer) == 0
 	var replaced *[]byte
 	if hs {
-		resp, t := f.exchange(f.resp, kHeaders, func(m *extprocv3.ProcessingRequest) {
+		sent := f.send(f.resp, kHeaders, func(m *extprocv3.ProcessingRequest) {
 			m.Request = &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
 				Headers: rh.proto(), EndOfStream: endStream}}
 		})
+		if sent && bm == modeDuplex && in.raw != nil {
+			in.duplex = f.startDuplex(f.resp, in)
+		}
+		resp, t := f.awaitSent(f.resp, sent)
 		if t != nil && !t.cont {
 			return f.writeLocal(w, t)
 		}
@@ -295,14 +303,12 @@ func (f *filter) mutationFailed(err error) *terminal {
 	return f.terminal()
 }
 
-// clearRouteCache honours clear_route_cache only together with a
-// header_mutation in the same CommonResponse, as Envoy does, then re-runs Route.
+// clearRouteCache is DecodingProcessorState::clearRouteCache: nothing
+// happens without a header_mutation in the same CommonResponse; then
+// route_cache_action decides (DEFAULT: clear iff clear_route_cache; CLEAR:
+// always; RETAIN: never). A clear re-runs Route.
 func (f *filter) clearRouteCache(cr *extprocv3.CommonResponse, hm *headerMap) {
-	if !cr.GetClearRouteCache() {
-		return
-	}
-	if cr.GetHeaderMutation() == nil {
-		f.p.stats.ClearRouteCacheIgnored.Add(1)
+	if !f.routeCacheCleared(cr) {
 		return
 	}
 	f.p.stats.RouteCacheCleared.Add(1)
@@ -328,11 +334,37 @@ func (f *filter) clearRouteCache(cr *extprocv3.CommonResponse, hm *headerMap) {
 	f.mu.Unlock()
 }
 
+// routeCacheCleared counts clear_route_cache as Envoy does and reports
+// whether the route cache is cleared.
+func (f *filter) routeCacheCleared(cr *extprocv3.CommonResponse) bool {
+	asked := cr.GetClearRouteCache()
+	if cr.GetHeaderMutation() == nil {
+		if asked {
+			f.p.stats.ClearRouteCacheIgnored.Add(1)
+		}
+		return false
+	}
+	switch f.p.cfg.RouteCacheAction {
+	case extprocfilterv3.ExternalProcessor_CLEAR:
+		return true
+	case extprocfilterv3.ExternalProcessor_RETAIN:
+		if asked {
+			f.p.stats.ClearRouteCacheDisabled.Add(1)
+		}
+		return false
+	}
+	return asked
+}
+
 // writeLocal sends a local reply: ext_proc's own errors and immediate
-// responses (never sent to the processor).
+// responses (never sent to the processor). A gRPC request gets Envoy's
+// trailers-only gRPC local reply: HTTP 200, grpc-status (the immediate
+// response's grpc_status, or mapped from the HTTP code) and the body as
+// grpc-message.
 func (f *filter) writeLocal(w http.ResponseWriter, t *terminal) (int, string) {
 	code, details, body := t.status, t.details, []byte(t.body)
 	hm := &headerMap{}
+	var grpcStatus *uint32
 	if t.immediate != nil {
 		ir := t.immediate
 		code = int(ir.GetStatus().GetCode())
@@ -340,6 +372,10 @@ func (f *filter) writeLocal(w http.ResponseWriter, t *terminal) (int, string) {
 			code = 200
 		}
 		body, details = ir.GetBody(), underscore(ir.GetDetails())
+		if gs := ir.GetGrpcStatus(); gs != nil {
+			v := gs.GetStatus()
+			grpcStatus = &v
+		}
 		// Errors are only logged by Envoy; the reply is still sent.
 		_ = applyHeaderMutation(hm, ir.GetHeaders(), f.mctx(false, false, false))
 	}
@@ -353,6 +389,22 @@ func (f *filter) writeLocal(w http.ResponseWriter, t *terminal) (int, string) {
 			h[k] = append(h[k], e.v)
 		}
 	}
+	if strings.HasPrefix(f.r.Header.Get("Content-Type"), "application/grpc") {
+		h.Set("Content-Type", "application/grpc")
+		if h.Get("Grpc-Status") == "" {
+			s := httpToGRPCStatus(code)
+			if grpcStatus != nil {
+				s = *grpcStatus
+			}
+			h.Set("Grpc-Status", strconv.FormatUint(uint64(s), 10))
+		}
+		if len(body) > 0 && f.r.Method != http.MethodHead {
+			h.Set("Grpc-Message", percentEncode(string(body)))
+		}
+		h.Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return http.StatusOK, details
+	}
 	if len(body) > 0 && h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "text/plain")
 	}
@@ -360,6 +412,38 @@ func (f *filter) writeLocal(w http.ResponseWriter, t *terminal) (int, string) {
 	w.WriteHeader(code)
 	_, _ = w.Write(body)
 	return code, details
+}
+
+// httpToGRPCStatus is Envoy's Grpc::Utility::httpToGrpcStatus.
+func httpToGRPCStatus(code int) uint32 {
+	switch code {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+// percentEncode is the grpc-message encoding: bytes outside printable
+// ASCII, and '%', become %XX.
+func percentEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 func (f *filter) upstreamRequest(r *http.Request, hm *headerMap, body io.Reader, trailers http.Header) (*http.Request, error) {
@@ -492,7 +576,7 @@ func newUUID() string {
 // before any reply.
 func shouldStripCL(bm extprocfilterv3.ProcessingMode_BodySendMode, headerSend bool) bool {
 	switch bm {
-	case modeStreamed, modePartial:
+	case modeStreamed, modePartial, modeDuplex:
 		return true
 	case modeBuffered:
 		return !headerSend

@@ -273,7 +273,7 @@ func TestFailures(t *testing.T) {
 					t.Fatal("spurious not counted")
 				}
 			}},
-		{name: "spurious_no_oneof", want: 500, details: "spurious_message",
+		{name: "spurious_no_oneof", want: 500, details: "unhandled_message",
 			sc: answer(func(m *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
 				return []*extprocv3.ProcessingResponse{{}}
 			})},

@@ -6,6 +6,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Stats mirrors Envoy's http.<prefix>.ext_proc.* counters.
@@ -22,6 +23,7 @@ type Stats struct {
 	OverrideMessageTimeoutReceived atomic.Int64
 	OverrideMessageTimeoutIgnored  atomic.Int64
 	ClearRouteCacheIgnored         atomic.Int64
+	ClearRouteCacheDisabled        atomic.Int64
 	ImmediateResponsesSent         atomic.Int64
 	ServerHalfClosed               atomic.Int64
 	// RouteCacheCleared counts honoured clear_route_cache (Route re-run);
@@ -44,6 +46,7 @@ func (s *Stats) Snapshot() map[string]int64 {
 		"override_message_timeout_received": s.OverrideMessageTimeoutReceived.Load(),
 		"override_message_timeout_ignored":  s.OverrideMessageTimeoutIgnored.Load(),
 		"clear_route_cache_ignored":         s.ClearRouteCacheIgnored.Load(),
+		"clear_route_cache_disabled":        s.ClearRouteCacheDisabled.Load(),
 		"immediate_responses_sent":          s.ImmediateResponsesSent.Load(),
 		"server_half_closed":                s.ServerHalfClosed.Load(),
 	}
@@ -66,7 +69,8 @@ type StreamTrace struct {
 	EndCode codes.Code
 	// Failure is empty, or what ended processing early: "timeout",
 	// "grpc_error", "spurious", "mutation", "immediate_response",
-	// "closed_by_server".
+	// "closed_by_server", "idle_timeout" (the HCM stream_idle_timeout),
+	// "downstream_reset" (the client went away while Envoy waited).
 	Failure    string
 	FailedOpen bool
 	// Status is the HTTP status sent to the client, Details Envoy's
@@ -76,6 +80,9 @@ type StreamTrace struct {
 	// ClosedEarly is true when Envoy closed the stream before the HTTP
 	// request ended because nothing more needed processing.
 	ClosedEarly bool
+	// DynamicMetadata is what the processor wrote into the receiving
+	// namespaces (nil when nothing was written).
+	DynamicMetadata map[string]*structpb.Struct
 }
 
 // SentKinds names the oneof of each sent message, in order

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,7 @@ const (
 	modeStreamed = extprocfilterv3.ProcessingMode_STREAMED
 	modeBuffered = extprocfilterv3.ProcessingMode_BUFFERED
 	modePartial  = extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL
+	modeDuplex   = extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
 )
 
 // direction is one of the two processor states (decoding or encoding):
@@ -53,6 +56,13 @@ type direction struct {
 	attrsSent    bool
 	started      bool // a message of this direction was sent
 	finished     bool // nothing more will be sent in this direction
+
+	// FULL_DUPLEX_STREAMED: body chunks sent, trailers sent and answered,
+	// and whether the processor ended the body (end_of_stream or trailers).
+	duplexSent       int
+	trailersSent     bool
+	trailersAnswered bool
+	duplexDone       bool
 }
 
 func newDirection(isReq bool, m *ProcessingMode) *direction {
@@ -73,11 +83,11 @@ func (d *direction) setMode(m *ProcessingMode) {
 	}
 }
 
-// effectiveBody maps the modes this stand-in does not run to NONE: GRPC
-// behaves as NONE in Envoy too; FULL_DUPLEX_STREAMED is not implemented.
+// effectiveBody maps GRPC (not implemented by Envoy's HTTP filter) to NONE,
+// as Envoy does.
 func effectiveBody(m extprocfilterv3.ProcessingMode_BodySendMode) extprocfilterv3.ProcessingMode_BodySendMode {
 	switch m {
-	case modeStreamed, modeBuffered, modePartial:
+	case modeStreamed, modeBuffered, modePartial, modeDuplex:
 		return m
 	}
 	return modeNone
@@ -120,6 +130,8 @@ type filter struct {
 	termCh      chan struct{}
 	sentAny     bool
 	trace       *StreamTrace
+	dynMeta     map[string]*structpb.Struct // dynamic metadata the processor wrote
+	idle        *time.Timer                 // HCM stream_idle_timeout, FULL_DUPLEX_STREAMED only
 	cancel      context.CancelFunc
 	upCancel    context.CancelFunc
 	recvDone    chan struct{}
@@ -192,10 +204,7 @@ func (f *filter) send(d *direction, k kind, fill func(*extprocv3.ProcessingReque
 		f.mu.Unlock()
 		return false
 	}
-	msg := &extprocv3.ProcessingRequest{MetadataContext: f.p.cfg.MetadataContext}
-	if msg.MetadataContext == nil {
-		msg.MetadataContext = &corev3.Metadata{}
-	}
+	msg := &extprocv3.ProcessingRequest{MetadataContext: f.metadataContextLocked()}
 	fill(msg)
 	if !f.sentAny {
 		f.sentAny = true
@@ -215,10 +224,24 @@ func (f *filter) send(d *direction, k kind, fill func(*extprocv3.ProcessingReque
 			msg.Attributes = map[string]*structpb.Struct{"envoy.filters.http.ext_proc": s}
 		}
 	}
-	d.outstanding = append(d.outstanding, k)
+	duplex := d.bodyMode == modeDuplex
+	switch {
+	case k == kHeaders || !duplex:
+		d.outstanding = append(d.outstanding, k)
+	case k == kBody:
+		d.duplexSent++
+	}
+	if k == kTrailers {
+		d.trailersSent = true
+	}
 	d.started = true
 	d.overridden = false
-	f.arm(d, f.p.cfg.MessageTimeout)
+	if !duplex {
+		f.arm(d, f.p.cfg.MessageTimeout)
+	}
+	// No message timer in FULL_DUPLEX_STREAMED: only the HCM's
+	// stream_idle_timeout bounds the wait.
+	f.idleCheckLocked()
 	needOpen := !f.opened
 	f.opened = true
 	f.trace.Opened = true
@@ -307,7 +330,7 @@ func (f *filter) onEnd(err error) {
 }
 
 // onMessage routes a reply by its oneof to its direction (ext_proc.cc
-// onReceiveMessage).
+// onReceiveMessage, processor_state.cc handle*Response).
 func (f *filter) onMessage(m *extprocv3.ProcessingResponse) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -316,53 +339,82 @@ func (f *filter) onMessage(m *extprocv3.ProcessingResponse) {
 	}
 	f.trace.Messages = append(f.trace.Messages, TraceMessage{Received: m})
 	if m.GetOverrideMessageTimeout() != nil {
-		f.p.stats.StreamMsgsReceived.Add(1)
+		// Consumed only as a timer extension; every other field is ignored.
 		f.overrideTimeout(m.GetOverrideMessageTimeout())
 		return
 	}
+	base := f.p.cfg.ProcessingMode
 	if m.GetModeOverride() != nil && f.p.cfg.AllowModeOverride && !f.p.cfg.SendBodyWithoutWaiting &&
+		base.GetRequestBodyMode() != modeDuplex && base.GetResponseBodyMode() != modeDuplex &&
 		(f.req.waitingHeaders() || f.resp.waitingHeaders()) {
 		f.applyModeOverride(m.GetModeOverride())
 	}
 	var d *direction
 	var want kind
+	var body *extprocv3.BodyResponse
 	switch x := m.GetResponse().(type) {
 	case *extprocv3.ProcessingResponse_RequestHeaders:
 		d, want = f.req, kHeaders
 	case *extprocv3.ProcessingResponse_RequestBody:
-		d, want = f.req, kBody
-		if x.RequestBody.GetResponse().GetBodyMutation().GetStreamedResponse() != nil {
-			d = nil
-		}
+		d, want, body = f.req, kBody, x.RequestBody
 	case *extprocv3.ProcessingResponse_RequestTrailers:
 		d, want = f.req, kTrailers
 	case *extprocv3.ProcessingResponse_ResponseHeaders:
 		d, want = f.resp, kHeaders
 	case *extprocv3.ProcessingResponse_ResponseBody:
-		d, want = f.resp, kBody
-		if x.ResponseBody.GetResponse().GetBodyMutation().GetStreamedResponse() != nil {
-			d = nil
-		}
+		d, want, body = f.resp, kBody, x.ResponseBody
 	case *extprocv3.ProcessingResponse_ResponseTrailers:
 		d, want = f.resp, kTrailers
 	case *extprocv3.ProcessingResponse_ImmediateResponse:
 		if f.p.cfg.DisableImmediateResponse {
-			f.spuriousLocked()
+			f.spuriousLocked("unhandled immediate response due to config disabled it")
 			return
 		}
+		f.receiveMetadataLocked(m)
 		f.p.stats.StreamMsgsReceived.Add(1)
 		f.p.stats.ImmediateResponsesSent.Add(1)
 		f.failLocked(&terminal{kind: "immediate_response", immediate: x.ImmediateResponse})
 		return
-	}
-	if d == nil || len(d.outstanding) == 0 || d.outstanding[0] != want {
-		f.spuriousLocked()
+	default:
+		// No oneof, or StreamedImmediateResponse (not modelled).
+		f.spuriousLocked("unhandled message")
 		return
 	}
-	d.outstanding = d.outstanding[1:]
-	if len(d.outstanding) == 0 {
+	f.receiveMetadataLocked(m)
+	streamed := body.GetResponse().GetBodyMutation().GetStreamedResponse()
+	switch {
+	case d.bodyMode == modeDuplex && want == kBody:
+		if d.waitingHeaders() || d.duplexSent == 0 || d.duplexDone {
+			f.spuriousLocked("spurious message")
+			return
+		}
+		if streamed == nil {
+			f.spuriousLocked("spurious message: Normal body mutation response is received while body_mode_ is FULL_DUPLEX_STREAMED")
+			return
+		}
+		d.duplexDone = streamed.GetEndOfStream()
+	case d.bodyMode == modeDuplex && want == kTrailers:
+		if !d.trailersSent || d.trailersAnswered {
+			f.spuriousLocked("spurious message")
+			return
+		}
+		d.trailersAnswered, d.duplexDone = true, true
+	default:
+		if len(d.outstanding) == 0 || d.outstanding[0] != want {
+			f.spuriousLocked("spurious message")
+			return
+		}
+		if streamed != nil && d.bodyMode == modeStreamed {
+			f.spuriousLocked("spurious message: streamed_response is received while body_mode_ is not FULL_DUPLEX_STREAMED")
+			return
+		}
+		d.outstanding = d.outstanding[1:]
+		// Envoy stops the direction's timer on every reply it handles
+		// (onFinishProcessorCall), even with more STREAMED chunks
+		// outstanding; the next send starts it again.
 		f.disarm(d)
 	}
+	f.idleCheckLocked()
 	f.p.stats.StreamMsgsReceived.Add(1)
 	d.inbox = append(d.inbox, m)
 	select {
@@ -375,9 +427,67 @@ func (d *direction) waitingHeaders() bool {
 	return len(d.outstanding) > 0 && d.outstanding[0] == kHeaders
 }
 
-func (f *filter) spuriousLocked() {
+// spuriousLocked fails the request for a reply Envoy calls spurious; the
+// details are Envoy's error text with whitespace replaced.
+func (f *filter) spuriousLocked(reason string) {
 	f.p.stats.SpuriousMsgsReceived.Add(1)
-	f.failLocked(&terminal{kind: "spurious", status: f.p.cfg.StatusOnError, details: "spurious_message"})
+	f.failLocked(&terminal{kind: "spurious", status: f.p.cfg.StatusOnError, details: underscore(reason)})
+}
+
+// receiveMetadataLocked applies ProcessingResponse.dynamic_metadata: each
+// top-level key is a namespace; only receiving namespaces are written, and
+// writes merge into what the namespace already holds.
+func (f *filter) receiveMetadataLocked(m *extprocv3.ProcessingResponse) {
+	dm := m.GetDynamicMetadata()
+	if dm == nil || len(f.p.cfg.ReceivingNamespaces) == 0 {
+		return
+	}
+	for ns, v := range dm.GetFields() {
+		if !slices.Contains(f.p.cfg.ReceivingNamespaces, ns) {
+			continue
+		}
+		cur := f.dynMeta[ns]
+		if cur == nil {
+			cur = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+			if f.dynMeta == nil {
+				f.dynMeta = map[string]*structpb.Struct{}
+			}
+			f.dynMeta[ns] = cur
+		}
+		for k, fv := range v.GetStructValue().GetFields() {
+			cur.Fields[k] = fv
+		}
+	}
+}
+
+// metadataContextLocked is the metadata_context of the next message:
+// MetadataContext as is, or, with ForwardingNamespaces, only those
+// namespaces of MetadataContext merged with what the processor wrote.
+func (f *filter) metadataContextLocked() *corev3.Metadata {
+	base := f.p.cfg.MetadataContext
+	if f.p.cfg.ForwardingNamespaces == nil {
+		if base == nil {
+			return &corev3.Metadata{}
+		}
+		return base
+	}
+	out := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
+	for _, ns := range f.p.cfg.ForwardingNamespaces {
+		var fields map[string]*structpb.Value
+		if b := base.GetFilterMetadata()[ns]; b != nil {
+			fields = maps.Clone(b.GetFields())
+		}
+		if w := f.dynMeta[ns]; w != nil {
+			if fields == nil {
+				fields = map[string]*structpb.Value{}
+			}
+			maps.Copy(fields, w.GetFields())
+		}
+		if fields != nil {
+			out.FilterMetadata[ns] = &structpb.Struct{Fields: fields}
+		}
+	}
+	return out
 }
 
 // applyModeOverride applies mode_override as Envoy does: base is the
@@ -425,21 +535,36 @@ func (f *filter) applyModeOverride(o *ProcessingMode) {
 	f.resp.setMode(m)
 }
 
-// overrideTimeout handles override_message_timeout.
+// overrideTimeout handles override_message_timeout (ext_proc.cc
+// onNewTimeout): the value, in whole milliseconds, must lie in
+// [1ms, max_message_timeout]; it restarts every direction whose timer is
+// running and has not been overridden since its last send. Only an
+// accepted override counts as received; nothing counts it in
+// stream_msgs_received.
 func (f *filter) overrideTimeout(v *durationpb.Duration) {
-	f.p.stats.OverrideMessageTimeoutReceived.Add(1)
-	d := f.req
-	if !d.timerRunning {
-		d = f.resp
-	}
-	max := f.p.cfg.MaxMessageTimeout
-	dur := v.AsDuration()
-	if max <= 0 || v.CheckValid() != nil || dur < time.Millisecond || dur > max || !d.timerRunning || d.overridden {
-		f.p.stats.OverrideMessageTimeoutIgnored.Add(1)
+	ignored := &f.p.stats.OverrideMessageTimeoutIgnored
+	if v.CheckValid() != nil {
+		ignored.Add(1)
 		return
 	}
-	d.overridden = true
-	f.arm(d, dur)
+	ms := v.AsDuration().Milliseconds()
+	if ms < 1 || ms > f.p.cfg.MaxMessageTimeout.Milliseconds() {
+		ignored.Add(1)
+		return
+	}
+	restarted := false
+	for _, d := range []*direction{f.req, f.resp} {
+		if d.timerRunning && !d.overridden {
+			d.overridden = true
+			f.arm(d, time.Duration(ms)*time.Millisecond)
+			restarted = true
+		}
+	}
+	if !restarted {
+		ignored.Add(1)
+		return
+	}
+	f.p.stats.OverrideMessageTimeoutReceived.Add(1)
 }
 
 // arm (re)starts d's message timer; called with mu held.
@@ -467,6 +592,7 @@ func (f *filter) onTimeout(d *direction, gen uint64) {
 	if gen != d.gen || f.term != nil || f.closed {
 		return
 	}
+	d.timerRunning = false
 	f.p.stats.MessageTimeouts.Add(1)
 	f.failLocked(&terminal{kind: "timeout", status: http.StatusGatewayTimeout,
 		details: "ext_proc_error_per-message_timeout_exceeded"})
@@ -485,7 +611,7 @@ func (f *filter) failLocked(t *terminal) {
 	}
 	switch t.kind {
 	case "timeout", "grpc_error", "spurious":
-		if f.failOpen {
+		if f.canFailOpenLocked() {
 			t.cont = true
 			f.p.stats.FailureModeAllowed.Add(1)
 			f.trace.FailedOpen = true
@@ -496,9 +622,12 @@ func (f *filter) failLocked(t *terminal) {
 	close(f.termCh)
 	f.disarm(f.req)
 	f.disarm(f.resp)
+	f.stopIdleLocked()
 	if f.opened && !f.closed {
 		f.closed = true
-		if t.kind != "closed_by_server" && t.kind != "grpc_error" {
+		// A failed stream is not "closed" unless failure_mode_allow let
+		// the request go on (Envoy then closes it as after an OK status).
+		if t.kind != "closed_by_server" && (t.kind != "grpc_error" || t.cont) {
 			f.p.stats.StreamsClosed.Add(1)
 		}
 	}
@@ -508,6 +637,87 @@ func (f *filter) failLocked(t *terminal) {
 	}
 	if t.kind == "immediate_response" && f.upCancel != nil {
 		f.upCancel()
+	}
+}
+
+// canFailOpenLocked is failure_mode_allow, which Envoy ignores once a
+// FULL_DUPLEX_STREAMED body has started streaming (the body is gone).
+func (f *filter) canFailOpenLocked() bool {
+	for _, d := range []*direction{f.req, f.resp} {
+		if d.bodyMode == modeDuplex && d.duplexSent > 0 {
+			return false
+		}
+	}
+	return f.failOpen
+}
+
+// idleCheckLocked keeps the HCM stream_idle_timeout running, restarted on
+// every message, while Envoy waits on the processor with no message timer:
+// throughout FULL_DUPLEX_STREAMED, and in STREAMED after a reply stopped
+// the timer with more chunks outstanding. When it fires Envoy answers 504.
+func (f *filter) idleCheckLocked() {
+	for _, d := range []*direction{f.req, f.resp} {
+		if len(d.outstanding) > 0 && !d.timerRunning ||
+			d.bodyMode == modeDuplex && d.started && !d.duplexDone && !d.finished {
+			f.touchIdleLocked()
+			return
+		}
+	}
+	f.stopIdleLocked()
+}
+
+func (f *filter) touchIdleLocked() {
+	if f.idle != nil {
+		f.idle.Reset(f.p.cfg.StreamIdleTimeout)
+		return
+	}
+	f.idle = time.AfterFunc(f.p.cfg.StreamIdleTimeout, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.term != nil || f.closed || f.idle == nil {
+			return
+		}
+		f.failLocked(&terminal{kind: "idle_timeout", status: http.StatusGatewayTimeout,
+			details: "stream_idle_timeout", body: "stream timeout"})
+	})
+}
+
+func (f *filter) stopIdleLocked() {
+	if f.idle != nil {
+		f.idle.Stop()
+		f.idle = nil
+	}
+}
+
+// awaitDuplex returns the next FULL_DUPLEX_STREAMED body or trailers reply
+// of d, or the terminal that ended processing (errGone once gone closes).
+func (f *filter) awaitDuplex(d *direction, gone <-chan struct{}) (*extprocv3.ProcessingResponse, *terminal) {
+	for {
+		f.mu.Lock()
+		if len(d.inbox) > 0 {
+			m := d.inbox[0]
+			d.inbox = d.inbox[1:]
+			f.mu.Unlock()
+			return m, nil
+		}
+		if f.term != nil {
+			t := f.term
+			f.mu.Unlock()
+			return nil, t
+		}
+		if f.closed {
+			f.mu.Unlock()
+			return nil, passThrough
+		}
+		f.mu.Unlock()
+		select {
+		case <-d.notify:
+		case <-f.termCh:
+		case <-gone:
+			return nil, errGone
+		case <-f.done:
+			return nil, errGone
+		}
 	}
 }
 
@@ -535,6 +745,11 @@ func (f *filter) await(d *direction) (*extprocv3.ProcessingResponse, *terminal) 
 		select {
 		case <-d.notify:
 		case <-f.termCh:
+		case <-f.r.Context().Done():
+			// The downstream went away while Envoy waited (onDestroy): the
+			// stream is closed, no timer fires, nobody gets a reply.
+			f.fail(&terminal{kind: "downstream_reset", status: http.StatusBadRequest,
+				details: "downstream_remote_disconnect"})
 		}
 	}
 }
@@ -590,6 +805,7 @@ func (f *filter) closeNormal() {
 	f.closed = true
 	f.disarm(f.req)
 	f.disarm(f.resp)
+	f.stopIdleLocked()
 	recvDone := f.recvDone
 	cancel := f.cancel
 	f.mu.Unlock()
@@ -619,6 +835,7 @@ func (f *filter) finish(statusCode int, details string) {
 	f.mu.Lock()
 	f.disarm(f.req)
 	f.disarm(f.resp)
+	f.stopIdleLocked()
 	cancel, recvDone, upCancel := f.cancel, f.recvDone, f.upCancel
 	f.mu.Unlock()
 	if cancel != nil {
@@ -635,6 +852,7 @@ func (f *filter) finish(statusCode int, details string) {
 	f.trace.Status = statusCode
 	f.trace.Details = details
 	f.trace.Route = f.routeName
+	f.trace.DynamicMetadata = f.dynMeta
 	tr := f.trace
 	f.mu.Unlock()
 	f.p.traces.add(tr)
@@ -643,6 +861,13 @@ func (f *filter) finish(statusCode int, details string) {
 	}
 }
 
+// underscore is Envoy's StringUtil::replaceAllEmptySpace, used on
+// response code details: every ASCII whitespace character becomes '_'.
 func underscore(s string) string {
-	return strings.Join(strings.Fields(s), "_")
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(" \t\n\v\f\r", r) {
+			return '_'
+		}
+		return r
+	}, s)
 }

@@ -1,6 +1,11 @@
 // Package envoytest is sidecall's end-to-end harness: a real sidecall
 // processor on a 127.0.0.1 gRPC port, the envoy stand-in in front of a
 // real upstream HTTP server, all started and stopped by a test.
+//
+// With SIDECALL_E2E_ENVOY set to an Envoy binary, each harness also starts
+// that Envoy with envoy/sidecar.yaml (rewritten for the harness's ports and
+// its stand-in settings) and sends the test's requests through it instead
+// (see envoy/run-against-envoy.sh).
 package envoytest
 
 import (
@@ -9,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +49,7 @@ type Options struct {
 
 // Harness is a running sidecall with Envoy in front.
 type Harness struct {
-	URL       string // the stand-in's HTTP front
+	URL       string // the stand-in's HTTP front, or the real Envoy's listener
 	Proxy     *envoy.Proxy
 	Holder    *processor.Holder
 	Server    *processor.Server
@@ -55,6 +61,10 @@ type Harness struct {
 	GRPCAddr  string
 	registry  *flows.Registry
 	dir       string
+
+	// RealEnvoy is set when requests go through a real Envoy
+	// (SIDECALL_E2E_ENVOY); Proxy then sees none of them.
+	RealEnvoy bool
 }
 
 // ShippedEnvoy is the stand-in configured like envoy/sidecar.yaml.
@@ -121,6 +131,11 @@ func Start(t testing.TB, cfg string, o Options) *Harness {
 		h.Resources.Close()
 		h.Plugins.Close()
 	})
+	if bin := os.Getenv(EnvoyEnv); bin != "" {
+		// After the cleanup above: a skipped or failed start releases all.
+		h.URL = startRealEnvoy(t, bin, ec, h.GRPCAddr, o.Upstream)
+		h.RealEnvoy = true
+	}
 	return h
 }
 
@@ -221,6 +236,9 @@ func DecodeEcho(t testing.TB, body []byte) Echoed {
 // (recorded by the stand-in just after the response is written).
 func (h *Harness) DoTraced(t testing.TB, req *http.Request) (*http.Response, []byte, *envoy.StreamTrace) {
 	t.Helper()
+	if h.RealEnvoy {
+		t.Skipf("%s: stream traces come from the stand-in; a real Envoy does not record them", EnvoyEnv)
+	}
 	seen := map[*envoy.StreamTrace]bool{}
 	for _, tr := range h.Proxy.Traces() {
 		seen[tr] = true
