@@ -153,7 +153,15 @@ func main() {
 	coreOnly := flag.Bool("core-only", false, "run only the core measurements (pass-through and correlation-id vs the floor)")
 	flag.Parse()
 	if *only != "" {
-		runOnly(*outFile, *only)
+		// A trial of some sections never replaces the full report unless
+		// -out says so.
+		out := ""
+		flag.Visit(func(f *flag.Flag) {
+			if f.Name == "out" {
+				out = *outFile
+			}
+		})
+		runOnly(out, *only)
 		return
 	}
 	dir, err := os.MkdirTemp("", "sidecall-bench")
@@ -258,7 +266,7 @@ type section struct {
 var sections []section
 
 // runOnly runs the named sections (comma-separated, exact names) and
-// writes just their markdown: a short trial of one section.
+// prints just their markdown (also to outFile, if set): a short trial.
 func runOnly(outFile, names string) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(names, ",") {
@@ -286,8 +294,10 @@ func runOnly(outFile, names string) {
 		}
 		report += md
 	}
-	if err := os.WriteFile(outFile, []byte(report), 0o644); err != nil {
-		log.Fatal(err)
+	if outFile != "" {
+		if err := os.WriteFile(outFile, []byte(report), 0o644); err != nil {
+			log.Fatal(err)
+		}
 	}
 	fmt.Print(report)
 }
