@@ -96,6 +96,8 @@ func luaBench(f func(b *testing.B)) testing.BenchmarkResult {
 
 func luaTemplateBench(src string) (func(b *testing.B), error) {
 	bld := flows.NewBuilder("bench.yml")
+	// A generous limit: a busy machine must slow the figure, not end the run.
+	bld.Runtime = flows.NewLuaRuntime(lua.Options{Timeout: 10 * time.Second})
 	tpl := bld.Template(src, "bench")
 	if tpl == nil {
 		return nil, fmt.Errorf("%s: %v", src, bld.Problems())
