@@ -111,7 +111,7 @@ func climbSegments(p string) int {
 // service path, holds no '?', '#' or byte a path cannot hold, and has no
 // "." or ".." segment, even to a server decoding %2F and %5C first.
 func FuzzJoinPath(f *testing.F) {
-	for _, s := range []string{"/../admin", "/%2e%2e/x", "/a%2F..%2F..%2Fb", "/a?b#c", "/x/..\\..\\y", "//", "/%", "/.%2e/"} {
+	for _, s := range []string{"/../admin", "/%2e%2e/x", "/a%2F..%2F..%2Fb", "/a?b#c", "/x/..\\..\\y", "//", "/%", "/.%2e/", ".%2F0", "/x/.%5Cy"} {
 		f.Add("/check", s)
 	}
 	f.Fuzz(func(t *testing.T, svc, req string) {

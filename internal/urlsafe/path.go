@@ -56,14 +56,15 @@ func CleanPath(p string) string {
 	return r
 }
 
-// splitEncodedSeparators splits the segments that climb once their
-// encoded slashes or backslashes (%2F, %5C) are decoded, as some
+// splitEncodedSeparators splits the segments that hold a dot segment once
+// their encoded slashes or backslashes (%2F, %5C) are decoded, as some
 // servers do before resolving dot segments: "..%2F..%2Fadmin" is resolved
-// as "../../admin". Other segments, "a%2Fb" among them, are kept whole.
+// as "../../admin", ".%2Fx" as "./x". Other segments, "a%2Fb" among them,
+// are kept whole.
 func splitEncodedSeparators(segs []string) []string {
 	var out []string
 	for _, s := range segs {
-		if !climbs(decodeOnce(s)) {
+		if !hasDotPart(decodeOnce(s)) {
 			out = append(out, s)
 			continue
 		}
@@ -118,3 +119,13 @@ func escapeRaw(s string, query bool) string {
 }
 
 func ishex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+// hasDotPart tells whether v, split at '/' and '\\', has a "." or ".." part.
+func hasDotPart(v string) bool {
+	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if p == "." || p == ".." {
+			return true
+		}
+	}
+	return false
+}

@@ -269,6 +269,8 @@ func TestJoinPath(t *testing.T) {
 		{"", "/x", "/x"},
 		{"/check", "/../admin", "/check/admin"},
 		{"/check", "/a/../../../admin", "/check/admin"},
+		{"/", ".%2F0", "/0"}, // a dot segment once %2F is decoded
+		{"/check", "/x/.%5Cy", "/check/x/y"},
 		{"/check", "/%2e%2e/admin", "/check/admin"},
 		{"/check", "/%2E%2e/%2e/admin", "/check/admin"},
 		{"/check", "/a/b/..", "/check/a/"},
