@@ -11,7 +11,6 @@ import (
 	"github.com/sidecall/sidecall/callout/cache"
 	"github.com/sidecall/sidecall/flows"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 )
 
 // state is one callout's per-request work. The HTTP part (send, result)
@@ -67,78 +66,226 @@ func (p *Plugin) Access(parent context.Context, x *flows.Exchange) error {
 // from the memory cache creates no timer, which would wake the sleeping
 // network poller.
 func (p *Plugin) access(parent context.Context, x *flows.Exchange) error {
-	ctx := parent
-	deadline := time.Now().Add(p.timeout)
-	var cancel context.CancelFunc
-	withDeadline := func() {
-		if cancel == nil {
-			ctx, cancel = context.WithDeadline(parent, deadline)
-		}
-	}
-	defer func() {
-		if cancel != nil {
-			cancel()
-		}
-	}()
+	r := run{p: p, x: x, parent: parent, ctx: parent, deadline: time.Now().Add(p.timeout)}
+	defer r.close()
 	if _, local := p.cache.(*cache.Memory); p.cache != nil && !local {
-		withDeadline()
+		r.withDeadline()
 	}
-	calls, _ := x.Shared["callouts"].(map[string]any)
-	if calls == nil {
-		calls = map[string]any{}
-		x.Shared["callouts"] = calls
+	r.calls, _ = x.Shared["callouts"].(map[string]any)
+	if r.calls == nil {
+		r.calls = map[string]any{}
+		x.Shared["callouts"] = r.calls
 	}
-	for _, wave := range p.waves {
-		sts := make([]*state, 0, len(wave))
-		for _, i := range wave {
-			st, err := p.prepare(ctx, x, calls, p.callouts[i])
-			if err != nil || x.Reply != nil {
-				return err
-			}
-			sts = append(sts, st)
-		}
-		var one *state
-		n := 0
-		for _, st := range sts {
-			if st.hit == nil && st.result == nil { // not cached, not refused
-				one = st
-				n++
-			}
-		}
-		if n > 0 {
-			withDeadline()
-		}
-		switch {
-		case n == 1:
-			// A lone fetch runs on this goroutine: no spawn, no errgroup.
-			p.fetch(ctx, x.Log, one)
-		case n > 1:
-			g, gctx := errgroup.WithContext(ctx)
-			g.SetLimit(p.maxParallel)
-			for _, st := range sts {
-				if st.hit != nil || st.result != nil {
-					continue
-				}
-				g.Go(func() error { p.fetch(gctx, x.Log, st); return nil })
-			}
-			_ = g.Wait()
-		}
-		if err := ctx.Err(); err != nil {
-			if errors.Is(parent.Err(), context.Canceled) {
-				return errCanceled(x, err)
-			}
-			return &flows.HTTPError{Status: http.StatusGatewayTimeout, Message: "request-callout timed out", Err: err}
-		}
-		for _, st := range sts {
-			if err := p.finish(ctx, x, st); err != nil || x.Reply != nil {
-				return err
-			}
-		}
+	var err error
+	if p.plan.sequential {
+		err = r.sequential()
+	} else {
+		err = r.graph()
+	}
+	if err != nil || x.Reply != nil {
+		return err
 	}
 	if p.up.noop {
 		return nil
 	}
-	return p.applyUpstream(ctx, x)
+	return p.applyUpstream(r.ctx, x)
+}
+
+// run is one request's pass over the callouts. Its fields belong to the
+// plugin goroutine; workers get a state and a context, nothing else.
+type run struct {
+	p        *Plugin
+	x        *flows.Exchange
+	parent   context.Context
+	ctx      context.Context // parent, then with the plugin's deadline once needed
+	deadline time.Time
+	cancel   context.CancelFunc
+	calls    map[string]any // kong.ctx.shared.callouts
+
+	// graph mode
+	left    []int           // per callout, its dependencies not finished yet
+	ready   []int           // callouts to prepare, in declaration order
+	queue   []*state        // prepared callouts waiting for a worker, by priority
+	done    chan *state     // a worker's state once fetched
+	fctx    context.Context // the workers' context: ctx, canceled when the run stops
+	fcancel context.CancelFunc
+	running int // workers in flight
+}
+
+func (r *run) withDeadline() {
+	if r.cancel == nil {
+		r.ctx, r.cancel = context.WithDeadline(r.parent, r.deadline)
+	}
+}
+
+// close stops the workers still in flight (a callout failed, a by_lua
+// answered, the deadline passed) and waits for them: none outlives the
+// request.
+func (r *run) close() {
+	if r.fcancel != nil {
+		r.fcancel()
+		for ; r.running > 0; r.running-- {
+			<-r.done
+		}
+	}
+	if r.cancel != nil {
+		r.cancel()
+	}
+}
+
+// expired is the outcome once the plugin's context has ended, else nil.
+func (r *run) expired() error {
+	err := r.ctx.Err()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(r.parent.Err(), context.Canceled) {
+		return errCanceled(r.x, err)
+	}
+	return &flows.HTTPError{Status: http.StatusGatewayTimeout, Message: "request-callout timed out", Err: err}
+}
+
+// sequential runs the callouts one at a time in Kong's order, each fetch
+// on this goroutine.
+func (r *run) sequential() error {
+	p, x := r.p, r.x
+	for _, i := range p.plan.order {
+		st, err := p.prepare(r.ctx, x, r.calls, p.callouts[i])
+		if err != nil || x.Reply != nil {
+			return err
+		}
+		if st.hit == nil && st.result == nil { // not cached, not refused
+			r.withDeadline()
+			p.fetch(r.ctx, x.Log, st)
+		}
+		if err := r.expired(); err != nil {
+			return err
+		}
+		if err := p.finish(r.ctx, x, st); err != nil || x.Reply != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// graph runs the callouts as their dependencies allow. The plugin
+// goroutine prepares a callout (templates, request.by_lua, cache lookup)
+// once all it depends on has finished, hands its HTTP call to a worker
+// (at most max_parallel at a time), and finishes it (error policy,
+// response, response.by_lua, cache write) when the worker is done, which
+// may make its dependents ready. The first error, or a by_lua answering
+// the client, stops the run: close cancels the calls in flight.
+func (r *run) graph() error {
+	p, x := r.p, r.x
+	n := len(p.callouts)
+	r.left = make([]int, n)
+	r.ready = make([]int, 0, n)
+	for i, c := range p.callouts {
+		r.left[i] = len(c.deps)
+		if r.left[i] == 0 {
+			r.ready = append(r.ready, i)
+		}
+	}
+	for {
+		for len(r.ready) > 0 {
+			i := r.ready[0]
+			r.ready = r.ready[1:]
+			st, err := p.prepare(r.ctx, x, r.calls, p.callouts[i])
+			if err != nil || x.Reply != nil {
+				return err
+			}
+			if st.hit != nil || st.result != nil { // cached or refused: nothing to send
+				if err := r.complete(st); err != nil || x.Reply != nil {
+					return err
+				}
+				continue
+			}
+			r.enqueue(st)
+		}
+		switch {
+		case len(r.queue) == 0 && r.running == 0:
+			return nil // every callout finished
+		case len(r.queue) == 1 && r.running == 0:
+			// A lone fetch (nothing else can start before it ends) runs
+			// on this goroutine: no spawn, no channel.
+			st := r.queue[0]
+			r.queue = r.queue[:0]
+			r.withDeadline()
+			p.fetch(r.ctx, x.Log, st)
+			if err := r.complete(st); err != nil || x.Reply != nil {
+				return err
+			}
+			continue
+		}
+		for len(r.queue) > 0 && r.running < p.maxParallel {
+			r.start()
+		}
+		st := <-r.done
+		r.running--
+		if err := r.complete(st); err != nil || x.Reply != nil {
+			return err
+		}
+	}
+}
+
+// enqueue adds a prepared callout to the queue: the longest chain of
+// dependents first, then declaration order.
+func (r *run) enqueue(st *state) {
+	h := r.p.plan.height
+	i := st.c.idx
+	k := len(r.queue)
+	for k > 0 {
+		q := r.queue[k-1].c.idx
+		if h[q] > h[i] || (h[q] == h[i] && q < i) {
+			break
+		}
+		k--
+	}
+	r.queue = append(r.queue, nil)
+	copy(r.queue[k+1:], r.queue[k:])
+	r.queue[k] = st
+}
+
+// start hands the queue's first callout to a worker.
+func (r *run) start() {
+	if r.fcancel == nil {
+		r.withDeadline()
+		r.fctx, r.fcancel = context.WithCancel(r.ctx)
+		r.done = make(chan *state, len(r.p.callouts))
+	}
+	st := r.queue[0]
+	r.queue = r.queue[1:]
+	r.running++
+	go r.p.work(r.fctx, r.x.Log, st, r.done)
+}
+
+// work is a worker: it writes only st.result.
+func (p *Plugin) work(ctx context.Context, log *zap.Logger, st *state, done chan<- *state) {
+	p.fetch(ctx, log, st)
+	done <- st
+}
+
+// complete finishes a fetched (or cached, or refused) callout on the
+// plugin goroutine and readies the dependents it was the last wait of.
+func (r *run) complete(st *state) error {
+	if err := r.expired(); err != nil {
+		return err
+	}
+	if err := r.p.finish(r.ctx, r.x, st); err != nil || r.x.Reply != nil {
+		return err
+	}
+	for _, j := range r.p.plan.dependents[st.c.idx] {
+		if r.left[j]--; r.left[j] == 0 {
+			k := len(r.ready)
+			for k > 0 && r.ready[k-1] > j {
+				k--
+			}
+			r.ready = append(r.ready, 0)
+			copy(r.ready[k+1:], r.ready[k:])
+			r.ready[k] = j
+		}
+	}
+	return nil
 }
 
 func internal(err error) error {

@@ -79,11 +79,11 @@ func compile(b *flows.Builder, raw *yaml.Node, at flows.Path, f *factory) (*Plug
 		for i, c := range p.callouts {
 			names[i], deps[i] = c.name, c.deps
 		}
-		w, err := waves(names, deps, cfg.Concurrency == "sequential")
+		pl, err := newPlan(names, deps, cfg.Concurrency == "sequential")
 		if err != nil {
 			b.Errorf(cs, "%v", err)
 		}
-		p.waves = w
+		p.plan = pl
 	}
 	return p, nil
 }

@@ -1,14 +1,21 @@
 // Package callout is sidecall's request-callout plugin: Kong 3.14's schema
 // and behaviour, with the choices below where Kong's docs are silent.
 //
-// Per request, callouts run in waves of a dependency DAG built from
-// depends_on plus every callouts.<name> reference found in a callout's
-// templates and by_lua; a by_lua that reads the callouts table dynamically
-// depends on every callout declared before it. Within a wave the plugin
-// goroutine renders templates and runs request.by_lua (one callout at a
-// time, in declaration order), then the HTTP calls run in parallel
-// (errgroup, max_parallel), then the plugin goroutine applies the error
-// policy, stores responses, runs response.by_lua and writes the cache.
+// Per request, callouts run as a dependency DAG built from depends_on
+// plus every callouts.<name> reference found in a callout's templates and
+// by_lua; a by_lua that reads the callouts table dynamically depends on
+// every callout declared before it. A callout starts the moment all it
+// depends on has finished (critical-path scheduling, not waves): the
+// plugin goroutine renders its templates and runs request.by_lua (ready
+// callouts one at a time, in declaration order), a worker makes the HTTP
+// call (at most max_parallel in flight; when more are ready, the one
+// heading the longest chain of dependents goes first), then the plugin
+// goroutine applies the error policy, stores the response, runs
+// response.by_lua and writes the cache, which may make dependents ready.
+// A failing callout (on_error fail), a by_lua answering the client or the
+// plugin's timeout stops the run and cancels the calls in flight.
+// concurrency: sequential runs one callout at a time in Kong's stable
+// order.
 // Only the plugin goroutine touches the Exchange.
 //
 // Kong's request.params table is built only when something may read it:
@@ -69,9 +76,11 @@
 //     0x7f.1, 2130706433, [::ffff:127.0.0.1]). A written host is the
 //     operator's choice and is not checked. A refused url fails the
 //     callout under its on_error policy like a transport error (retry does
-//     not retry it), counts sidecall_callout_refused_total{callout,
-//     reason}, and is logged at warn naming the callout and the rule,
-//     never the value.
+//     not retry it), counts sidecall_callout_refused_total{route,
+//     callout, reason}, and is logged at warn naming the callout, the
+//     route and the rule, never the value. Failed callouts (connection
+//     refused, timeout, refused url) log at most one warn line a second
+//     per callout; the next line counts those held back (suppressed).
 //   - http_opts.timeouts: connect is the dial and TLS handshake timeout;
 //     write+read bounds the wait for response headers; connect+write+read
 //     bounds one attempt. Unset: 60 s each (nginx's), capped by timeout.

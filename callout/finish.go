@@ -31,6 +31,9 @@ func (p *Plugin) finishCall(ctx context.Context, x *flows.Exchange, st *state, r
 	r := st.result
 	req["retries"] = r.retries
 	req["n_retries"] = len(r.retries)
+	if r.err != nil && asRefused(r.err) == nil {
+		p.warnFailed(x, c, "request-callout: callout failed", failReason(r.err), r.err)
+	}
 	if r.err == nil {
 		resp := map[string]any{"status": r.status}
 		if c.cfg.Response.Headers.Store {

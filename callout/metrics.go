@@ -23,25 +23,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_requests_total",
-			Help: "Callout HTTP attempts by callout and status class (2xx..5xx, error for transport failures, canceled when the client went away).",
-		}, []string{"callout", "status_class"}),
+			Help: "Callout HTTP attempts by route, callout and status class (2xx..5xx, error for transport failures, canceled when the client went away or a failing callout stopped the others). route is empty for a global plugin.",
+		}, []string{"route", "callout", "status_class"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_retries_total",
-			Help: "Callout retries.",
-		}, []string{"callout"}),
+			Help: "Callout retries, by route and callout.",
+		}, []string{"route", "callout"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_cache_total",
-			Help: "Callout cache lookups by result (hit, miss, error).",
-		}, []string{"callout", "result"}),
+			Help: "Callout cache lookups by route, callout and result (hit, miss, error).",
+		}, []string{"route", "callout", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sidecall_callout_duration_seconds",
-			Help:    "Callout HTTP attempt latency.",
+			Help:    "Callout HTTP attempt latency, by route and callout.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"callout"}),
+		}, []string{"route", "callout"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_refused_total",
-			Help: "Callouts not sent, by callout and reason: bad_client_value (a control character from the client, 400), url_component, fixed_part, host_not_allowed, forbidden_host, self, invalid_url (the url refused, on_error applies). callout is empty for config.upstream.",
-		}, []string{"callout", "reason"}),
+			Help: "Callouts not sent, by callout and reason: bad_client_value (a control character from the client, 400), url_component, fixed_part, host_not_allowed, forbidden_host, self, invalid_url (the url refused, on_error applies). callout is empty for config.upstream; route is empty for a global plugin.",
+		}, []string{"route", "callout", "reason"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
@@ -71,6 +71,7 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 // only status classes that happened show up.
 type series struct {
 	m        *metrics
+	route    string
 	name     string
 	hit      prometheus.Counter
 	miss     prometheus.Counter
@@ -80,22 +81,24 @@ type series struct {
 }
 
 // newSeries creates the callout's hit, miss, retry and duration series
-// now, so dashboards and alerts see zeros rather than gaps.
-func (m *metrics) newSeries(callout string) *series {
-	return &series{m: m, name: callout,
-		hit:      m.cache.WithLabelValues(callout, "hit"),
-		miss:     m.cache.WithLabelValues(callout, "miss"),
-		retries:  m.retries.WithLabelValues(callout),
-		duration: m.duration.WithLabelValues(callout),
+// now, so dashboards and alerts see zeros rather than gaps. route is the
+// config's route name ("" for a global plugin): its cardinality is the
+// config's.
+func (m *metrics) newSeries(route, callout string) *series {
+	return &series{m: m, route: route, name: callout,
+		hit:      m.cache.WithLabelValues(route, callout, "hit"),
+		miss:     m.cache.WithLabelValues(route, callout, "miss"),
+		retries:  m.retries.WithLabelValues(route, callout),
+		duration: m.duration.WithLabelValues(route, callout),
 	}
 }
 
 // cacheError counts a cache failure (rare: no resolved series).
-func (s *series) cacheError() { s.m.cache.WithLabelValues(s.name, "error").Inc() }
+func (s *series) cacheError() { s.m.cache.WithLabelValues(s.route, s.name, "error").Inc() }
 
 // refuse counts a callout not sent (rare: no resolved series).
-func (m *metrics) refuse(callout string, reason urlsafe.Reason) {
-	m.refused.WithLabelValues(callout, string(reason)).Inc()
+func (m *metrics) refuse(route, callout string, reason urlsafe.Reason) {
+	m.refused.WithLabelValues(route, callout, string(reason)).Inc()
 }
 
 // attempt counts one HTTP attempt; status 0 is a transport error,
@@ -106,7 +109,7 @@ func (s *series) attempt(status int) {
 		(*c).Inc()
 		return
 	}
-	c := s.m.requests.WithLabelValues(s.name, statusClass(status))
+	c := s.m.requests.WithLabelValues(s.route, s.name, statusClass(status))
 	s.requests[i].Store(&c)
 	c.Inc()
 }

@@ -88,6 +88,7 @@ type callout struct {
 	opts     httpOpts        // http_opts
 	tr       *http.Transport // for opts; set by Provision
 	m        *series         // set by Provision
+	warn     warnLimit       // failure lines
 }
 
 type upstream struct {
@@ -102,7 +103,7 @@ type upstream struct {
 // Plugin is one configured request-callout.
 type Plugin struct {
 	callouts    []*callout
-	waves       [][]int
+	plan        plan
 	up          upstream
 	cacheCfg    CacheConfig
 	cache       cache.Cache // nil: off; set by Provision
@@ -131,13 +132,11 @@ func (p *Plugin) Needs() flows.Needs {
 	return flows.Needs{RequestBody: p.needsBody, ResponseHeaders: p.respHeaders}
 }
 
-func (p *Plugin) waveCount() int { return len(p.waves) }
-
 // Provision builds the clients: each callout's transport, the cache, and
 // the metric series. They are shared by key across routes and reloads.
 func (p *Plugin) Provision(b *flows.Builder) error {
 	for _, c := range p.callouts {
-		c.m = p.m.newSeries(c.name)
+		c.m = p.m.newSeries(b.Scope.Route, c.name)
 		tr, err := acquireTransport(b, c.opts)
 		if err != nil {
 			return fmt.Errorf("callout %q: %w", c.name, err)

@@ -75,7 +75,7 @@ func buildSec(t *testing.T, f *factory, src string) (*Plugin, []string) {
 }
 
 func refusedCount(f *factory, callout, reason string) int {
-	return int(testutil.ToFloat64(f.m.refused.WithLabelValues(callout, reason)))
+	return int(testutil.ToFloat64(f.m.refused.WithLabelValues("r1", callout, reason)))
 }
 
 // access runs p for a GET with query and headers; it returns the error.
@@ -296,7 +296,7 @@ func TestClientCancelIsCanceled(t *testing.T) {
 			t.Fatalf("logs above info: %v", logs.All())
 		}
 	}
-	if n := testutil.ToFloat64(f.m.requests.WithLabelValues("a", "canceled")); n != 2 {
+	if n := testutil.ToFloat64(f.m.requests.WithLabelValues("r1", "a", "canceled")); n != 2 {
 		t.Fatalf("canceled attempts %v", n)
 	}
 	if n := testutil.CollectAndCount(f.m.requests); n != 1 {

@@ -149,7 +149,7 @@ func asRefused(err error) *refusedError {
 // errBadClientValue is the client's answer when a value it sent holds a
 // control character: 400, logged at info (not a server error).
 func (p *Plugin) errBadClientValue(x *flows.Exchange, re *refusedError) error {
-	p.m.refuse(re.callout, re.r.Reason)
+	p.m.refuse(p.scope.Route, re.callout, re.r.Reason)
 	x.Log.Info("request-callout: control character in a client value; not sent",
 		zap.String("callout", re.callout), zap.String("why", re.r.Why))
 	return &flows.HTTPError{Status: http.StatusBadRequest, Message: "invalid character in the request", Err: re}
@@ -163,9 +163,8 @@ func (p *Plugin) refused(x *flows.Exchange, calls map[string]any, c *callout, en
 	if re.r.Reason == urlsafe.BadClientValue {
 		return nil, p.errBadClientValue(x, re)
 	}
-	p.m.refuse(c.name, re.r.Reason)
-	x.Log.Warn("request-callout: url refused; not sent", zap.String("callout", c.name),
-		zap.String("reason", string(re.r.Reason)), zap.String("why", re.r.Why))
+	p.m.refuse(p.scope.Route, c.name, re.r.Reason)
+	p.warnFailed(x, c, "request-callout: url refused; not sent", string(re.r.Reason), re)
 	if entry == nil {
 		entry = map[string]any{"request": map[string]any{"retries": []any{}, "n_retries": 0},
 			"caching": map[string]any{"bypass": c.cfg.Cache.Bypass}}

@@ -102,9 +102,11 @@ const (
 	ResultPluginError    = "plugin_error"
 )
 
-// Observer is told about every shared-flow run: the flow (service) name,
-// one of the Result* values and how long the flow took (metrics).
-type Observer func(flow, result string, d time.Duration)
+// Observer is told about every shared-flow run: the route of the
+// flow-callout plugin ("" for a global or service plugin), the flow
+// (service) name, one of the Result* values and how long the flow took
+// (metrics).
+type Observer func(route, flow, result string, d time.Duration)
 
 type flowCalloutConfig struct {
 	SharedFlowServiceName       string            `yaml:"shared_flow_service_name"`
@@ -129,6 +131,7 @@ type flowCallout struct {
 	key       string
 	transport *http.Transport
 	obs       Observer
+	route     string      // b.Scope.Route, for obs
 	params    []flowParam // params.go
 	response  bool        // phase: response (response.go)
 	apply     bool        // apply_flow_response
@@ -149,7 +152,7 @@ func newFlowCallout(b *flows.Builder, raw *yaml.Node, at flows.Path, obs Observe
 	}
 	b.Decode(raw, at, &c)
 	p := &flowCallout{preserve: c.PreserveOriginalRequestBody, status: c.OnFlowErrorStatus,
-		cont: c.OnFlowErrorContinue, key: c.StoreKey, obs: obs}
+		cont: c.OnFlowErrorContinue, key: c.StoreKey, obs: obs, route: b.Scope.Route}
 	if c.SharedFlowServiceName == "" {
 		b.Errorf(at.Key("shared_flow_service_name"), "required field missing")
 	} else {
@@ -275,7 +278,7 @@ func (p *flowCallout) Access(ctx context.Context, x *flows.Exchange) error {
 		})
 	}
 	if p.obs != nil {
-		p.obs(p.svc.Name, out.result, time.Since(start))
+		p.obs(p.route, p.svc.Name, out.result, time.Since(start))
 	}
 	failed := out.result != ResultOK
 	if p.key != "" {

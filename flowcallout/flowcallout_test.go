@@ -557,7 +557,7 @@ func TestFlowCalloutObserver(t *testing.T) {
 	type rec struct{ flow, result string }
 	var mu sync.Mutex
 	var got []rec
-	reg := flowRegistryObserved(func(flow, result string, d time.Duration) {
+	reg := flowRegistryObserved(func(route, flow, result string, d time.Duration) {
 		mu.Lock()
 		got = append(got, rec{flow, result})
 		mu.Unlock()

@@ -68,7 +68,7 @@ func (p *flowCallout) BodyFilter(ctx context.Context, x *flows.Exchange) error {
 		})
 	}
 	if p.obs != nil {
-		p.obs(p.svc.Name, out.result, time.Since(start))
+		p.obs(p.route, p.svc.Name, out.result, time.Since(start))
 	}
 	failed := out.result != ResultOK
 	if p.key != "" {

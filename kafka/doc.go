@@ -121,7 +121,7 @@
 //
 // Each Register call registers its own sidecall_kafka_produced_total{topic,result},
 // sidecall_kafka_replies_total{reply_topic,result=matched|late|unknown|malformed},
-// sidecall_kafka_requests_total{topic,outcome}, sidecall_kafka_pending{reply_topic}
+// sidecall_kafka_requests_total{route,topic,outcome}, sidecall_kafka_pending{reply_topic}
 // and sidecall_kafka_reply_latency_seconds{reply_topic} with the
 // prometheus.Registerer it is given; the plugins, producers and reply
 // consumers it builds count into those. The Responder counts nothing.

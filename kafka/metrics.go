@@ -25,8 +25,8 @@ func newMetrics() *metrics {
 		}, []string{"reply_topic", "result"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_kafka_requests_total",
-			Help: "kafka-request-reply requests, by topic and outcome (replied, timeout, unavailable, produce_error, pending_full, bad_reply, canceled).",
-		}, []string{"topic", "outcome"}),
+			Help: "kafka-request-reply requests, by route (empty for a global plugin), topic and outcome (replied, timeout, unavailable, produce_error, pending_full, bad_reply, canceled).",
+		}, []string{"route", "topic", "outcome"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sidecall_kafka_pending",
 			Help: "Requests waiting for their reply, by reply topic.",

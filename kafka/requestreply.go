@@ -106,6 +106,7 @@ type requestReplyConfig struct {
 // requestReply is the kafka-request-reply plugin.
 type requestReply struct {
 	topic      string
+	route      string // b.Scope.Route, for sidecall_kafka_requests_total
 	replyTopic string
 	partition  *int32
 	timeout    time.Duration
@@ -203,7 +204,7 @@ func (k *Plugins) newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Pat
 		return nil, nil
 	}
 	p := &requestReply{
-		topic: c.Topic, replyTopic: c.ReplyTopic, timeout: time.Duration(c.ReplyTimeout) * time.Millisecond,
+		topic: c.Topic, route: b.Scope.Route, replyTopic: c.ReplyTopic, timeout: time.Duration(c.ReplyTimeout) * time.Millisecond,
 		format: format, names: HeaderNames{c.CorrelationHeader, c.ReplyTopicHeader, c.ReplyPartitionHeader},
 		fwdMethod: c.ForwardMethod, fwdURI: c.ForwardURI, fwdHeaders: c.ForwardHeaders, fwdBody: c.ForwardBody,
 		keyHeader: keyHeader, idHeader: c.CorrelationIDHeader, maxPending: c.MaxPending, m: k.m,
@@ -264,7 +265,7 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 		id = uuid.NewString()
 	}
 	fail := func(status int, outcome, msg string, err error) error {
-		p.m.requests.WithLabelValues(p.topic, outcome).Inc()
+		p.m.requests.WithLabelValues(p.route, p.topic, outcome).Inc()
 		return &flows.HTTPError{Status: status, Message: msg + " (correlation id " + id + ")", Err: err,
 			Headers: flows.Headers{strings.ToLower(p.names.Correlation): {id}}}
 	}
@@ -318,7 +319,7 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 		for _, h := range rep.Headers {
 			hs.Add(h.Name, h.Value)
 		}
-		p.m.requests.WithLabelValues(p.topic, "replied").Inc()
+		p.m.requests.WithLabelValues(p.route, p.topic, "replied").Inc()
 		x.Respond(int(rep.Status), hs, rep.Body)
 		return nil
 	case <-timer.C:

@@ -180,12 +180,12 @@ func (c *dependencyCollector) Collect(ch chan<- prometheus.Metric) {
 
 func flowMetrics(reg prometheus.Registerer) flowcallout.Observer {
 	runs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecall_flow_runs_total",
-		Help: "Shared flow runs by result."}, []string{"flow", "result"})
+		Help: "Shared flow runs by route (of the flow-callout plugin; empty for a global one), flow and result."}, []string{"route", "flow", "result"})
 	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sidecall_flow_duration_seconds",
-		Help: "Shared flow run time.", Buckets: prometheus.DefBuckets}, []string{"flow"})
+		Help: "Shared flow run time, by route and flow.", Buckets: prometheus.DefBuckets}, []string{"route", "flow"})
 	reg.MustRegister(runs, dur)
-	return func(flow, result string, d time.Duration) {
-		runs.WithLabelValues(flow, result).Inc()
-		dur.WithLabelValues(flow).Observe(d.Seconds())
+	return func(route, flow, result string, d time.Duration) {
+		runs.WithLabelValues(route, flow, result).Inc()
+		dur.WithLabelValues(route, flow).Observe(d.Seconds())
 	}
 }

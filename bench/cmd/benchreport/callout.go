@@ -2,7 +2,8 @@ package main
 
 // The request-callout section: the latency one callout adds over
 // its service's own, parallel against sequential callouts to a slow
-// service, and the CPU of a warm memory-cache hit against the pass-through
+// service, dependency graphs against their critical path (a/b/c, a
+// 16-callout fan-out), and the CPU of a warm memory-cache hit against the pass-through
 // route, all on one in-process sidecall processor driven by the ext_proc
 // load client, in the same run.
 
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,9 @@ const (
 	coCacheN1   = 3000  // c=1, cache hit
 	coCacheN16  = 10000 // c=16, cache hit
 	coSlowSleep = 20 * time.Millisecond
+	coGraphN    = 15 // c=1, the a/b/c graph: ~205 ms (parallel), ~405 ms (sequential)
+	coFanN      = 40 // c=1, the 16-callout fan-out: ~80 ms a stream
+	coFanSleep  = 20 * time.Millisecond
 )
 
 // coTimeouts are the callouts' http_opts.timeouts (ms); the direct loop's
@@ -55,6 +60,39 @@ func coBenchConfig(server string) string {
                     body: {decode: true}`
 	}
 	four := one("a", "/slow?n=a") + one("b", "/slow?n=b") + one("c", "/slow?n=c") + one("d", "/slow?n=d")
+	// with is one with a depends_on list and extra request lines.
+	with := func(name, path, dependsOn, extra string) string {
+		s := `
+                - name: ` + name
+		if dependsOn != "" {
+			s += `
+                  depends_on: [` + dependsOn + `]`
+		}
+		return s + `
+                  request:
+                    url: ` + server + path + `
+                    method: GET
+                    http_opts: ` + opts + extra + `
+                  response:
+                    body: {decode: true}`
+	}
+	// a (200 ms) alone; c (200 ms) reads b (5 ms): an inferred dependency.
+	abc := with("a", "/wait?ms=200&n=a", "", "") + with("b", "/wait?ms=5&n=b", "", "") +
+		with("c", "/wait?ms=200&n=c", "", `
+                    headers: {custom: {x-user: "$(callouts.b.response.body.user)"}}`)
+	// 16 callouts of 20 ms: a 4-deep chain k0 <- k1 <- k2 <- k3 declared
+	// last, and 12 independent ones.
+	var fan string
+	for i := 0; i < 12; i++ {
+		fan += with(fmt.Sprintf("f%d", i), fmt.Sprintf("/wait?ms=%d&n=f%d", coFanSleep/time.Millisecond, i), "", "")
+	}
+	for i := 0; i < 4; i++ {
+		dep := ""
+		if i > 0 {
+			dep = fmt.Sprintf("k%d", i-1)
+		}
+		fan += with(fmt.Sprintf("k%d", i), fmt.Sprintf("/wait?ms=%d&n=k%d", coFanSleep/time.Millisecond, i), dep, "")
+	}
 	return `_format_version: "3.0"
 services:
   - name: bench
@@ -81,6 +119,25 @@ services:
             config:
               concurrency: sequential
               callouts:` + four + `
+      - name: abc
+        paths: ["/abc"]
+        plugins:
+          - name: request-callout
+            config:
+              callouts:` + abc + `
+      - name: abcseq
+        paths: ["/abcseq"]
+        plugins:
+          - name: request-callout
+            config:
+              concurrency: sequential
+              callouts:` + abc + `
+      - name: fan16
+        paths: ["/fan16"]
+        plugins:
+          - name: request-callout
+            config:
+              callouts:` + fan + `
       - name: cached
         paths: ["/cached"]
         plugins:
@@ -181,6 +238,14 @@ func runCallout() (string, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/fast", func(w http.ResponseWriter, r *http.Request) {
 		fastHits.Add(1)
+		w.Header().Set("content-type", "application/json")
+		_, _ = io.WriteString(w, `{"allowed":true,"user":"ann"}`)
+	})
+	var waitHits atomic.Int64
+	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
+		waitHits.Add(1)
+		n, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		time.Sleep(time.Duration(n) * time.Millisecond)
 		w.Header().Set("content-type", "application/json")
 		_, _ = io.WriteString(w, `{"allowed":true,"user":"ann"}`)
 	})
@@ -290,7 +355,21 @@ func runCallout() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// 3. Warm memory-cache hit vs pass-through: CPU per stream.
+	// 3. Dependency graphs: critical path, not waves, c=1.
+	sGraph := []scen{
+		{label: "a/b/c graph, parallel (default)", sc: load.Scenario{Name: "co-abc", Route: "abc", Path: "/abc"}, hits: &waitHits, perStream: 3},
+		{label: "a/b/c graph, `concurrency: sequential`", sc: load.Scenario{Name: "co-abcseq", Route: "abcseq", Path: "/abcseq"}, hits: &waitHits, perStream: 3},
+	}
+	mGraph, err := rounds(sGraph, 1, coGraphN)
+	if err != nil {
+		return "", err
+	}
+	sFan := []scen{{label: "16 callouts: 12 independent + a 4-deep chain, parallel (max_parallel 8)", sc: load.Scenario{Name: "co-fan16", Route: "fan16", Path: "/fan16"}, hits: &waitHits, perStream: 16}}
+	mFan, err := rounds(sFan, 1, coFanN)
+	if err != nil {
+		return "", err
+	}
+	// 4. Warm memory-cache hit vs pass-through: CPU per stream.
 	cached := scen{label: "cache hit", sc: load.Scenario{Name: "co-cached", Route: "cached", Path: "/cached?id=7"}, hits: &fastHits, perStream: 0}
 	type cacheRun struct {
 		c, n         int
@@ -343,6 +422,27 @@ func runCallout() (string, error) {
 		"i.e. between 4 × 20 ms and 4 × the service's own p50 + 4 ms (%s–%s): %s → %s.\n\n",
 		ms(par.res.P50), verdict(par.res.P50 <= 24*time.Millisecond),
 		ms(seqLo), ms(seqHi), ms(seq.res.P50), verdict(seq.res.P50 >= seqLo && seq.res.P50 <= seqHi))
+
+	// Table: graphs.
+	fmt.Fprintf(&b, "### Dependency graphs: each callout starts when its own dependencies finish, c=1\n\n")
+	fmt.Fprintf(&b, "| scenario | c | streams | p50 | p99 | critical path | waves would take |\n|---|---|---|---|---|---|---|\n")
+	abcCP, abcWaves := 205*time.Millisecond, 405*time.Millisecond
+	fanCP, fanWaves := 4*coFanSleep, 5*coFanSleep // waves: 13 ready callouts in 2 rounds of 8, then 3 more
+	for i, s := range sGraph {
+		m := mGraph[i]
+		fmt.Fprintf(&b, "| %s | 1 | %d | %s | %s | %s | %s |\n", s.label, coGraphN, ms(m.res.P50), ms(m.res.P99), ms(abcCP), ms(abcWaves))
+	}
+	fmt.Fprintf(&b, "| %s | 1 | %d | %s | %s | %s | %s |\n", sFan[0].label, coFanN, ms(mFan[0].res.P50), ms(mFan[0].res.P99), ms(fanCP), ms(fanWaves))
+	abcMax := abcCP*11/10 + 5*time.Millisecond
+	fanMax := fanCP*11/10 + 5*time.Millisecond
+	fmt.Fprintf(&b, "\nTargets: a/b/c parallel p50 within 10%% + 5 ms of the critical path (a 200 ms alone; b 5 ms then c 200 ms: 205 ms), "+
+		"i.e. <= %s: %s → %s; sequential (Kong's order) expected ~405 ms: %s. "+
+		"Fan-out p50 within 10%% + 5 ms of its critical path (the 4 × 20 ms chain, started first as it heads the longest chain), i.e. <= %s: %s → %s.\n\n",
+		ms(abcMax), ms(mGraph[0].res.P50), verdict(mGraph[0].res.P50 <= abcMax), ms(mGraph[1].res.P50),
+		ms(fanMax), ms(mFan[0].res.P50), verdict(mFan[0].res.P50 <= fanMax))
+	fmt.Fprintf(&b, "The a/b/c graph: a answers after 200 ms, b after 5 ms, c after 200 ms and reads `callouts.b.response.body.user` in a header "+
+		"(an inferred dependency, rendered on the plugin goroutine once b is done). The fan-out: 16 callouts of 20 ms, a chain k0 <- k1 <- k2 <- k3 declared "+
+		"after 12 independent ones, default max_parallel (8). \"Waves would take\" is the wave schedule's service time (every callout of a wave waits for the slowest of the previous one).\n\n")
 
 	// Table 3.
 	fmt.Fprintf(&b, "### Warm memory-cache hit (`cache: {strategy: memory}`) vs the pass-through route\n\n")
