@@ -20,6 +20,8 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sidecall/sidecall/processor"
+
 	// Types that appear inside Any in what we ship; Any resolution needs them registered.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 )
@@ -107,6 +109,10 @@ func checkExtProc(ep *extprocv3.ExternalProcessor, at string) (cluster string, e
 	}
 	if ep.GetMessageTimeout() == nil {
 		bad("message_timeout must be set: Envoy's 200 ms default is too short for callouts")
+	}
+	if m := ep.GetMaxMessageTimeout().AsDuration(); m < processor.DefaultEnvoyMaxMessageTimeout {
+		bad("max_message_timeout %v: must be at least %v (sidecall's --envoy-max-message-timeout default), or Envoy ignores "+
+			"the override_message_timeout sidecall sends before slow callouts and answers its own 504", m, processor.DefaultEnvoyMaxMessageTimeout)
 	}
 	cluster = ep.GetGrpcService().GetEnvoyGrpc().GetClusterName()
 	if cluster == "" {

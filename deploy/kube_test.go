@@ -14,6 +14,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sidecall/sidecall/processor"
 )
 
 // serviceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor the chart uses;
@@ -168,8 +170,15 @@ func checkExtensionPolicy(p *envoyExtensionPolicy) error {
 			return fmt.Errorf("%s: backendRefs with a port required", at)
 		}
 		if e.MessageTimeout != "" {
-			if _, err := time.ParseDuration(e.MessageTimeout); err != nil {
+			d, err := time.ParseDuration(e.MessageTimeout)
+			if err != nil {
 				return fmt.Errorf("%s: messageTimeout: %w", at, err)
+			}
+			// Envoy Gateway sets no max_message_timeout, so Envoy ignores sidecall's
+			// override_message_timeout: messageTimeout itself must cover slow callouts.
+			if d < processor.DefaultEnvoyMaxMessageTimeout {
+				return fmt.Errorf("%s: messageTimeout %v: must be at least %v (--envoy-max-message-timeout's default): "+
+					"Envoy Gateway sets no max_message_timeout, so sidecall cannot extend it", at, d, processor.DefaultEnvoyMaxMessageTimeout)
 			}
 		}
 	}

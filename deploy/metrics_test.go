@@ -191,7 +191,7 @@ func TestExtensionPolicyChecksFail(t *testing.T) {
 		"no processingMode": s[:strings.Index(s, "      # Without processingMode")],
 		"no override":       strings.Replace(s, "allowModeOverride: true", "allowModeOverride: false", 1),
 		"unknown field":     strings.Replace(s, "failOpen: false", "failOpenn: false", 1),
-		"bad timeout":       strings.Replace(s, "messageTimeout: 2s", "messageTimeout: soon", 1),
+		"bad timeout":       strings.Replace(s, "messageTimeout: 10s", "messageTimeout: soon", 1),
 	}
 	for name, bad := range cases {
 		t.Run(name, func(t *testing.T) {

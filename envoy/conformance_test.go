@@ -1637,14 +1637,14 @@ func TestConformanceMessageTimer(t *testing.T) {
 			}},
 		// ordering_test.cc OrderingTest.DefaultOrderingGetWithTimer (enabled on every send, disabled on every reply)
 		{name: "times_each_message_separately",
-			cfg:  Config{MessageTimeout: 500 * time.Millisecond, ProcessingMode: mode(send, send, buffered, none, skip, skip)},
-			proc: replyAfter(300 * time.Millisecond),
+			cfg:  Config{MessageTimeout: 1200 * time.Millisecond, ProcessingMode: mode(send, send, buffered, none, skip, skip)},
+			proc: replyAfter(500 * time.Millisecond),
 			req:  request{method: "POST", body: "abc"},
 			check: func(o *outcome) {
 				o.status(200)
 				o.kinds("request_headers,request_body,response_headers")
-				if o.elapsed < 900*time.Millisecond {
-					o.t.Fatalf("took %v; the point is a total above the 500ms timer", o.elapsed)
+				if o.elapsed < 1500*time.Millisecond {
+					o.t.Fatalf("took %v; the point is a total above the 1.2s timer", o.elapsed)
 				}
 				o.stats("message_timeouts", 0)
 			}},
@@ -1654,7 +1654,9 @@ func TestConformanceMessageTimer(t *testing.T) {
 		// ExtProcIntegrationTest.ServerWaitTooLongBeforeSendRespDuplexStreamed (then only the HCM
 		// stream_idle_timeout ends the wait)
 		{name: "stops_the_timer_on_a_streamed_reply_with_chunks_still_outstanding",
-			cfg: Config{MessageTimeout: 300 * time.Millisecond, StreamIdleTimeout: 600 * time.Millisecond,
+			// The timer is long enough that a loaded machine delivers the
+			// second chunk before it fires.
+			cfg: Config{MessageTimeout: 1500 * time.Millisecond, StreamIdleTimeout: 2500 * time.Millisecond,
 				ProcessingMode: mode(send, skip, streamed, none, skip, skip)},
 			proc: func(fs *fakeStream) error {
 				m, _ := fs.recv()
@@ -1671,7 +1673,7 @@ func TestConformanceMessageTimer(t *testing.T) {
 			check: func(o *outcome) {
 				o.status(504)
 				o.details("stream_idle_timeout")
-				if o.elapsed < 590*time.Millisecond {
+				if o.elapsed < 2490*time.Millisecond {
 					o.t.Fatalf("answered after %v", o.elapsed)
 				}
 				o.stats("message_timeouts", 0)

@@ -21,6 +21,7 @@ type Pipeline struct {
 	Instances []*Instance
 	needs     Needs
 	hasAccess bool
+	budget    [2]time.Duration // access, response phases (budget.go)
 }
 
 // Observer is told about every plugin call (metrics, logs).
@@ -48,6 +49,7 @@ func NewPipeline(ins []*Instance) *Pipeline {
 		if in.access != nil {
 			p.hasAccess = true
 		}
+		p.addBudget(in)
 	}
 	return p
 }

@@ -81,6 +81,10 @@ services:
 ` + indent(extra, 14)
 }
 
+// longEnvoy raises the stand-in's message_timeout for tests whose
+// reply_timeout exceeds what sidecall's override_message_timeout may ask
+// for (--envoy-max-message-timeout, 10s by default). Up to that, the shipped
+// settings (envoytest.Options{}) suffice: TestE2ENoReplyOutlastsEnvoyMessageTimeout.
 func longEnvoy(d time.Duration) func(*envoy.Config) {
 	return func(c *envoy.Config) { c.MessageTimeout = d }
 }
@@ -304,7 +308,7 @@ func decodeError(t *testing.T, a answer) errorBody {
 // envelope, key) and the reply topic.
 func TestE2ERequestReply(t *testing.T) {
 	_, addr := e2eCluster(t, 0)
-	h := envoytest.Start(t, deck(addr, "reply_timeout: 10000", ""), envoytest.Options{Envoy: longEnvoy(15 * time.Second)})
+	h := envoytest.Start(t, deck(addr, "reply_timeout: 10000", ""), envoytest.Options{})
 	respond(t, addr, func(_ context.Context, req *kafkav1.Request) *kafkav1.Reply {
 		return &kafkav1.Reply{Status: 201,
 			Headers: []*kafkav1.Header{{Name: "content-type", Value: "text/plain"}, {Name: "x-responder", Value: "r1"},
@@ -364,7 +368,7 @@ func TestE2ECorrelationIDPlugin(t *testing.T) {
 	_, addr := e2eCluster(t, 0)
 	pre := "- name: correlation-id\n  config: {header_name: X-Correlation-ID, generator: uuid, echo_downstream: true}\n"
 	h := envoytest.Start(t, deck(addr, "reply_timeout: 10000\ncorrelation_id_header: X-Correlation-ID", pre),
-		envoytest.Options{Envoy: longEnvoy(15 * time.Second)})
+		envoytest.Options{})
 	respond(t, addr, kafka.EchoHandler)
 	waitKafkaReady(t, h)
 	requests := watch(t, addr, "requests")
@@ -608,7 +612,7 @@ func TestE2ENoReplyAndLateReply(t *testing.T) {
 func TestE2EBrokerDownAndBack(t *testing.T) {
 	port := e2eFreePort(t)
 	c1, addr := e2eCluster(t, port)
-	h := envoytest.Start(t, deck(addr, "reply_timeout: 5000", ""), envoytest.Options{Envoy: longEnvoy(10 * time.Second)})
+	h := envoytest.Start(t, deck(addr, "reply_timeout: 5000", ""), envoytest.Options{})
 	waitKafkaReady(t, h)
 	c1.Close()
 	hc := client(t)
@@ -678,7 +682,7 @@ func TestE2EPendingCap(t *testing.T) {
 func TestE2EReadiness(t *testing.T) {
 	port := e2eFreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	h := envoytest.Start(t, deck(addr, "reply_timeout: 5000", ""), envoytest.Options{Envoy: longEnvoy(10 * time.Second)})
+	h := envoytest.Start(t, deck(addr, "reply_timeout: 5000", ""), envoytest.Options{})
 	c := client(t)
 	for i := 0; i < 5; i++ {
 		if h.Plugins.Ready(h.Resources) {
@@ -829,7 +833,7 @@ func TestE2EExampleConfig(t *testing.T) {
 	if cfg == string(src) {
 		t.Fatal("the example no longer names port 9092")
 	}
-	h := envoytest.Start(t, cfg, envoytest.Options{Envoy: longEnvoy(10 * time.Second)})
+	h := envoytest.Start(t, cfg, envoytest.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan error, 1)
 	r := &kafka.Responder{Brokers: []string{addr}, Topic: "quotes.requests", Handler: kafka.EchoHandler}

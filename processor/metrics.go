@@ -20,6 +20,7 @@ type Metrics struct {
 	streamErrors *prometheus.CounterVec
 	panics       prometheus.Counter
 	active       prometheus.Gauge
+	overrides    prometheus.Counter // override_message_timeout sent
 
 	// Streams answered with sidecall's error reply for a limit or a
 	// misconfiguration (sidecall_stream_errors_total reasons).
@@ -66,6 +67,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Panics recovered while handling a message (answered with 500)."}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecall_streams_active",
 			Help: "Streams open now."}),
+		overrides: prometheus.NewCounter(prometheus.CounterOpts{Name: "sidecall_message_timeout_overrides_total",
+			Help: "override_message_timeout messages sent to Envoy before a phase whose budget exceeds --envoy-message-timeout."}),
 	}
 	for _, r := range []string{"recv", "send", "protocol"} {
 		m.streamErrors.WithLabelValues(r)
@@ -79,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.streams, m.streamDur, m.phaseDur, m.pluginRuns, m.pluginErrors, m.pluginDur,
-			m.streamErrors, m.panics, m.active)
+			m.streamErrors, m.panics, m.active, m.overrides)
 	}
 	return m
 }

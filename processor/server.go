@@ -31,18 +31,36 @@ type Options struct {
 	// plugins, each across all its chunks (default 8 MiB): over it a
 	// request gets 413, a response 502.
 	MaxBodySize int
+	// EnvoyMessageTimeout is Envoy's ext_proc message_timeout (default
+	// 200ms, Envoy's): before a phase whose pipeline budget
+	// (flows.Pipeline.Budget) exceeds it, the processor sends
+	// override_message_timeout.
+	EnvoyMessageTimeout time.Duration
+	// EnvoyMaxMessageTimeout is Envoy's max_message_timeout (default
+	// 10s), the cap of every override: Envoy ignores a larger one.
+	EnvoyMaxMessageTimeout time.Duration
 }
+
+// Defaults of Options.EnvoyMessageTimeout and EnvoyMaxMessageTimeout, and
+// the margin an override adds to the budget.
+const (
+	DefaultEnvoyMessageTimeout    = 200 * time.Millisecond
+	DefaultEnvoyMaxMessageTimeout = 10 * time.Second
+	OverrideMargin                = 500 * time.Millisecond
+)
 
 // Server is the ext_proc gRPC service.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	holder  *Holder
-	log     *zap.Logger
-	metrics *Metrics
-	maxRecv int
-	maxBody int
-	health  *health.Server
-	wg      sync.WaitGroup
+	holder   *Holder
+	log      *zap.Logger
+	metrics  *Metrics
+	maxRecv  int
+	maxBody  int
+	msgTO    time.Duration // Envoy's message_timeout
+	maxMsgTO time.Duration // Envoy's max_message_timeout
+	health   *health.Server
+	wg       sync.WaitGroup
 }
 
 // New returns a Server. It serves the Holder's current snapshot.
@@ -62,8 +80,14 @@ func New(o Options) *Server {
 	if o.Holder == nil {
 		o.Holder = &Holder{}
 	}
+	if o.EnvoyMessageTimeout <= 0 {
+		o.EnvoyMessageTimeout = DefaultEnvoyMessageTimeout
+	}
+	if o.EnvoyMaxMessageTimeout <= 0 {
+		o.EnvoyMaxMessageTimeout = DefaultEnvoyMaxMessageTimeout
+	}
 	return &Server{holder: o.Holder, log: o.Log, metrics: o.Metrics, maxRecv: o.MaxRecvMsgSize, maxBody: o.MaxBodySize,
-		health: health.NewServer()}
+		msgTO: o.EnvoyMessageTimeout, maxMsgTO: o.EnvoyMaxMessageTimeout, health: health.NewServer()}
 }
 
 // GRPCServer returns a grpc.Server with the ext_proc and health services.
@@ -130,6 +154,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	defer s.metrics.active.Dec()
 	start := time.Now()
 	st := newStream(s, h.snap, stream.Context())
+	st.out = stream // for override_message_timeout, sent ahead of a reply
 	defer func() { s.metrics.streamDur.Observe(time.Since(start).Seconds()) }()
 	for {
 		req, err := stream.Recv()

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -65,6 +66,14 @@ type stream struct {
 	wantRespBody    bool
 	reqBuf, respBuf []byte
 	done            bool
+
+	// out sends the override_message_timeout ahead of a reply (nil in
+	// tests that call handle directly: no override then). msgs counts the
+	// messages handled; extendedAt is the one the last override was for
+	// (Envoy takes one per message).
+	out        extprocv3.ExternalProcessor_ProcessServer
+	msgs       int
+	extendedAt int
 }
 
 func newStream(s *Server, snap *flows.Snapshot, ctx context.Context) *stream {
@@ -84,6 +93,7 @@ func (st *stream) id() string {
 func (st *stream) handle(req *extprocv3.ProcessingRequest) (resp *extprocv3.ProcessingResponse, err error) {
 	start := time.Now()
 	phase := -1
+	st.msgs++
 	defer func() {
 		if r := recover(); r != nil { // outside the plugins: answer without them
 			st.panicked(r, debug.Stack())
@@ -316,7 +326,32 @@ func (st *stream) selectRoute(req *extprocv3.ProcessingRequest) (*flows.Route, f
 
 // serve runs phase through the engine's walk; a panic is counted here.
 func (st *stream) serve(phase flows.Phase) {
+	if st.pipe.Budget(phase) > st.srv.msgTO {
+		st.extend(phase)
+	}
 	st.check(st.pipe.Serve(st.ctx, phase, st.x, st.obs))
+}
+
+// extend asks Envoy, before a phase whose budget exceeds Envoy's
+// message_timeout, to wait for the budget plus OverrideMargin (at most
+// max_message_timeout) for this message's reply: without it Envoy answers
+// its own 504 while a plugin is still within its own timeout. Envoy takes
+// one override per message. A failed send is left to the reply's Send.
+func (st *stream) extend(phase flows.Phase) {
+	if st.out == nil || st.extendedAt == st.msgs {
+		return
+	}
+	d := st.pipe.Budget(phase) + OverrideMargin
+	if d > st.srv.maxMsgTO {
+		d = st.srv.maxMsgTO
+	}
+	if d <= st.srv.msgTO {
+		return
+	}
+	st.extendedAt = st.msgs
+	if err := st.out.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(d)}); err == nil {
+		st.srv.metrics.overrides.Inc()
+	}
 }
 
 func (st *stream) check(err error) {

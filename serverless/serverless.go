@@ -2,6 +2,7 @@ package serverless
 
 import (
 	"context"
+	"time"
 
 	"github.com/sidecall/sidecall/flows"
 
@@ -48,6 +49,7 @@ type serverless struct {
 	header   []*flows.LuaChunk
 	body     []*flows.LuaChunk
 	needs    flows.Needs
+	luaLimit time.Duration // the time limit of one chunk run (budget.go)
 }
 
 func serverlessFactory(name string, priority int) flows.Factory {
@@ -60,7 +62,7 @@ func serverlessFactory(name string, priority int) flows.Factory {
 		if len(c.Certificate)+len(c.Rewrite)+len(c.Access)+len(c.HeaderFilter)+len(c.BodyFilter)+len(c.Log) == 0 && c.Functions == nil {
 			b.Errorf(at, "at least one of these fields must be non-empty: 'rewrite', 'access', 'header_filter', 'body_filter'")
 		}
-		p := &serverless{name: name, priority: priority}
+		p := &serverless{name: name, priority: priority, luaLimit: b.LuaTimeLimit()}
 		compile := func(field string, srcs []string) []*flows.LuaChunk {
 			var out []*flows.LuaChunk
 			for i, src := range srcs {

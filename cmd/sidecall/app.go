@@ -43,6 +43,9 @@ type appOptions struct {
 	// selfAddrs are this process's listen addresses, which templated
 	// callout hosts may never reach.
 	selfAddrs []string
+	// envoy is --envoy-message-timeout and --envoy-max-message-timeout
+	// (zero: the processor's defaults).
+	envoy envoyTimeouts
 }
 
 const adminConfigUsage = "serve /config (the effective config, secrets redacted) on the admin listener; false answers 404 there while /healthz, /readyz and /metrics keep working (SIDECALL_ADMIN_CONFIG)"
@@ -122,7 +125,8 @@ func newApp(o appOptions) (*app, error) {
 	a.holder.Swap(snap)
 	a.reloads.WithLabelValues("ok").Inc()
 	a.lastOK.Set(1)
-	a.proc = processor.New(processor.Options{Holder: a.holder, Log: a.log, Metrics: processor.NewMetrics(a.prom), MaxRecvMsgSize: o.maxRecv, MaxBodySize: o.maxBody})
+	a.proc = processor.New(processor.Options{Holder: a.holder, Log: a.log, Metrics: processor.NewMetrics(a.prom), MaxRecvMsgSize: o.maxRecv, MaxBodySize: o.maxBody,
+		EnvoyMessageTimeout: o.envoy.msg, EnvoyMaxMessageTimeout: o.envoy.max})
 	a.grpc = a.proc.GRPCServer()
 	return a, nil
 }

@@ -137,6 +137,7 @@ type demoOptions struct {
 	luaTimeout          time.Duration
 	maxBody             int                      // --max-body-size
 	hideConfig          bool                     // --admin-config=false
+	envoy               envoyTimeouts            // --envoy-message-timeout, --envoy-max-message-timeout
 	ready               func(base, admin string) // called once everything answers
 }
 
@@ -164,7 +165,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow,
 		"{{KAFKA_HOST}}", kh, "{{KAFKA_PORT}}", kp).Replace(demoConfig)
 	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout, maxBody: o.maxBody, hideConfig: o.hideConfig,
-		selfAddrs: []string{o.listen, o.adminListen}})
+		selfAddrs: []string{o.listen, o.adminListen}, envoy: o.envoy})
 	if err != nil {
 		return err
 	}
@@ -228,7 +229,13 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 	maxBody := fs.Int("max-body-size", defaultMaxBodySize, maxBodySizeUsage)
 	adminConfig := fs.Bool("admin-config", true, adminConfigUsage)
+	var et envoyTimeouts
+	et.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	if flag, err := et.check(); err != nil {
+		fmt.Fprintf(stderr, "sidecall demo: %s: %v\n", flag, err)
 		return 2
 	}
 	if err := checkLuaTimeout(*luaTimeout); err != nil {
@@ -246,7 +253,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout, maxBody: *maxBody, hideConfig: !*adminConfig}, stdout); err != nil {
+	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout, maxBody: *maxBody, hideConfig: !*adminConfig, envoy: et}, stdout); err != nil {
 		fmt.Fprintln(stderr, "sidecall demo:", err)
 		return 1
 	}

@@ -33,6 +33,7 @@ type serveFlags struct {
 	adminConfig bool
 	luaMode     string
 	luaTimeout  time.Duration
+	envoy       envoyTimeouts
 }
 
 func (f *serveFlags) register(fs interface {
@@ -55,6 +56,7 @@ func (f *serveFlags) register(fs interface {
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "after SIGTERM, keep accepting new streams this long while health reports NOT_SERVING and /readyz 503 (Envoy still draining its own connections)")
 	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
 	fs.DurationVar(&f.luaTimeout, "lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
+	f.envoy.register(fs)
 }
 
 func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
@@ -100,6 +102,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall serve: --max-body-size:", err)
 		return 2
 	}
+	if flag, err := f.envoy.check(); err != nil {
+		fmt.Fprintf(stderr, "sidecall serve: %s: %v\n", flag, err)
+		return 2
+	}
 	log, err := newLogger(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecall serve:", err)
@@ -107,7 +113,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, maxBody: f.maxBody, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout, hideConfig: !f.adminConfig,
-		selfAddrs: []string{f.grpcListen, f.adminListen}})
+		selfAddrs: []string{f.grpcListen, f.adminListen}, envoy: f.envoy})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

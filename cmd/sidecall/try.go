@@ -42,6 +42,9 @@ func startLocal(a *app, upstream, listen string) (*local, error) {
 	}
 	cfg := envoy.Config{Upstream: upstream, Conn: conn}
 	envoy.SidecallDefaults(&cfg)
+	if m := a.opts.envoy.max; m > cfg.MaxMessageTimeout {
+		cfg.MaxMessageTimeout = m // the stand-in takes every override sidecall may send
+	}
 	p, err := envoy.New(cfg)
 	if err != nil {
 		conn.Close()
@@ -81,7 +84,13 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
 	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 	maxBody := fs.Int("max-body-size", defaultMaxBodySize, maxBodySizeUsage)
+	var et envoyTimeouts
+	et.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	if flag, err := et.check(); err != nil {
+		fmt.Fprintf(stderr, "sidecall try: %s: %v\n", flag, err)
 		return 2
 	}
 	if *config == "" || *upstream == "" {
@@ -102,7 +111,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout, maxBody: *maxBody,
-		selfAddrs: []string{*listen}})
+		selfAddrs: []string{*listen}, envoy: et})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -14,7 +14,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("c", "", "config file (SIDECALL_CONFIG)")
 	fs.StringVar(file, "config", "", "config file")
 	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
+	var et envoyTimeouts
+	et.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return 2
+	}
+	if flag, err := et.check(); err != nil {
+		fmt.Fprintf(stderr, "sidecall validate: %s: %v\n", flag, err)
 		return 2
 	}
 	if *file == "" && fs.NArg() > 0 {
@@ -40,6 +46,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	nPlugins := 0
 	for _, r := range snap.Routes {
 		nPlugins += len(r.Pipeline.Instances)
+	}
+	for _, w := range budgetWarnings(snap, et.max) {
+		fmt.Fprintf(stderr, "sidecall validate: warning: %s: %s\n", *file, w)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes, %d global plugins)\n", *file, len(snap.Services), len(snap.Routes), len(snap.Global.Instances))
 	return 0
