@@ -67,7 +67,7 @@ func one(ctx context.Context, c extprocv3.ExternalProcessorClient, s Scenario) e
 	if err := st.Send(requestHeaders(s)); err != nil {
 		return err
 	}
-	r, err := st.Recv()
+	r, err := RecvReply(st)
 	if err != nil {
 		return err
 	}
@@ -79,11 +79,22 @@ func one(ctx context.Context, c extprocv3.ExternalProcessorClient, s Scenario) e
 		if err := st.Send(responseHeaders); err != nil {
 			return err
 		}
-		if _, err := st.Recv(); err != nil && !errors.Is(err, io.EOF) {
+		if _, err := RecvReply(st); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	}
 	return st.CloseSend()
+}
+
+// RecvReply reads the next reply, skipping override_message_timeout
+// messages as Envoy does (they only extend its timer).
+func RecvReply(st extprocv3.ExternalProcessor_ProcessClient) (*extprocv3.ProcessingResponse, error) {
+	for {
+		r, err := st.Recv()
+		if err != nil || r.GetOverrideMessageTimeout() == nil || r.GetResponse() != nil {
+			return r, err
+		}
+	}
 }
 
 // Run drives n streams with the given concurrency over conn.

@@ -138,7 +138,7 @@ func fcPost(ctx context.Context, c extprocv3.ExternalProcessorClient, route, pat
 	}); err != nil {
 		return err
 	}
-	r, err := st.Recv()
+	r, err := load.RecvReply(st)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func fcPost(ctx context.Context, c extprocv3.ExternalProcessorClient, route, pat
 		RequestBody: &extprocv3.HttpBody{Body: fcPostBody, EndOfStream: true}}}); err != nil {
 		return err
 	}
-	if r, err = st.Recv(); err != nil {
+	if r, err = load.RecvReply(st); err != nil {
 		return err
 	}
 	if ir := r.GetImmediateResponse(); ir != nil {
@@ -164,7 +164,7 @@ func fcPost(ctx context.Context, c extprocv3.ExternalProcessorClient, route, pat
 			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}}}, EndOfStream: true}}}); err != nil {
 			return err
 		}
-		if _, err := st.Recv(); err != nil && !errors.Is(err, io.EOF) {
+		if _, err := load.RecvReply(st); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	}

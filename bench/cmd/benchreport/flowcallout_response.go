@@ -24,6 +24,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sidecall/sidecall/bench/load"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -102,7 +103,7 @@ func fcrStream(ctx context.Context, c extprocv3.ExternalProcessorClient, route s
 	}); err != nil {
 		return err
 	}
-	r, err := st.Recv()
+	r, err := load.RecvReply(st)
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func fcrStream(ctx context.Context, c extprocv3.ExternalProcessorClient, route s
 			RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}}); err != nil {
 			return err
 		}
-		if r, err = st.Recv(); err != nil {
+		if r, err = load.RecvReply(st); err != nil {
 			return err
 		}
 		if ir := r.GetImmediateResponse(); ir != nil {
@@ -136,14 +137,14 @@ func fcrStream(ctx context.Context, c extprocv3.ExternalProcessorClient, route s
 		ResponseHeaders: &extprocv3.HttpHeaders{Headers: rh}}}); err != nil {
 		return err
 	}
-	if _, err := st.Recv(); err != nil {
+	if _, err := load.RecvReply(st); err != nil {
 		return err
 	}
 	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
 		ResponseBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}}); err != nil {
 		return err
 	}
-	if r, err = st.Recv(); err != nil {
+	if r, err = load.RecvReply(st); err != nil {
 		return err
 	}
 	if ir := r.GetImmediateResponse(); ir != nil {
