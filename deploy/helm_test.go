@@ -486,3 +486,30 @@ func TestHelmNetworkPolicy(t *testing.T) {
 		t.Error("NetworkPolicy rendered for a sidecar: the chart does not own the app's pods")
 	}
 }
+
+// TestHelmSidecallKnowsEnvoysClock: the chart tells sidecall the message_timeout and
+// max_message_timeout its Envoy config sets (Istio), or Envoy Gateway's single timeout for
+// both (it has no max_message_timeout), so sidecall asks for more time exactly when Envoy
+// would otherwise answer first.
+func TestHelmSidecallKnowsEnvoysClock(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		extra    []string
+		msg, max string
+	}{
+		{"istio values", []string{"--set", "istio.messageTimeout=3s", "--set", "istio.maxMessageTimeout=20s"}, "3s", "20s"},
+		{"envoy gateway", []string{"--set", "envoyGateway.enabled=true", "--set", "envoyGateway.messageTimeout=15s"}, "15s", "15s"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := render(t, "", c.extra...)
+			d, ok := r.find("Deployment", "sidecall").(*appsv1.Deployment)
+			if !ok {
+				t.Fatal("no Deployment rendered")
+			}
+			args := sidecallArgs(t, &d.Spec.Template.Spec)
+			if !slices.Contains(args, "--envoy-message-timeout="+c.msg) || !slices.Contains(args, "--envoy-max-message-timeout="+c.max) {
+				t.Errorf("args %v: want --envoy-message-timeout=%s and --envoy-max-message-timeout=%s", args, c.msg, c.max)
+			}
+		})
+	}
+}

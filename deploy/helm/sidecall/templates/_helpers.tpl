@@ -93,6 +93,14 @@ args:
   - serve
   - --config=/etc/sidecall/{{ $v.config.key }}
   - --admin-config={{ if $v.adminConfig }}true{{ else }}false{{ end }}
+  {{- if $v.envoyGateway.enabled }}
+  {{- /* no max_message_timeout there: Envoy's one timer must cover every budget */}}
+  - --envoy-message-timeout={{ $v.envoyGateway.messageTimeout }}
+  - --envoy-max-message-timeout={{ $v.envoyGateway.messageTimeout }}
+  {{- else }}
+  - --envoy-message-timeout={{ $v.istio.messageTimeout }}
+  - --envoy-max-message-timeout={{ $v.istio.maxMessageTimeout }}
+  {{- end }}
   {{- range $v.extraArgs }}
   - {{ . | quote }}
   {{- end }}
