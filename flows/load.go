@@ -130,6 +130,7 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	}
 	s.File = file
 	s.Loaded = time.Now()
+	s.Warnings = b.warnings
 	s.Redacted = redacted
 	s.closers = b.closers
 	s.res, s.leases = b.Resources, b.leases

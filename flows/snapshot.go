@@ -42,6 +42,9 @@ type Snapshot struct {
 	Global *Pipeline
 	// Redacted is the effective config for /config, secrets hidden.
 	Redacted any
+	// Warnings are what the load accepted but sidecall ignores or changes
+	// (also logged at warn), secrets hidden.
+	Warnings []string
 
 	byName       map[string]*Route
 	router       *Router

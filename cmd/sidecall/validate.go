@@ -14,6 +14,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("c", "", "config file (SIDECALL_CONFIG)")
 	fs.StringVar(file, "config", "", "config file")
 	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
+	strict := fs.Bool("strict", false, "treat warnings (fields and sections sidecall ignores, budgets over --envoy-max-message-timeout) as errors: exit 1")
 	var et envoyTimeouts
 	et.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -47,8 +48,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	for _, r := range snap.Routes {
 		nPlugins += len(r.Pipeline.Instances)
 	}
-	for _, w := range budgetWarnings(snap, et.max) {
-		fmt.Fprintf(stderr, "sidecall validate: warning: %s: %s\n", *file, w)
+	warnings := append(append([]string(nil), snap.Warnings...), budgetWarnings(snap, et.max)...)
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", *file, w)
+	}
+	if *strict && len(warnings) > 0 {
+		fmt.Fprintf(stdout, "%s: %d warnings (--strict)\n", *file, len(warnings))
+		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes, %d global plugins)\n", *file, len(snap.Services), len(snap.Routes), len(snap.Global.Instances))
 	return 0

@@ -102,3 +102,39 @@ plugins:
 		t.Errorf("serve --untrusted-lua on: exit %d, stderr %q; want 2 and a message", code, errb.String())
 	}
 }
+
+// TestValidateShowsWarnings: what the loader accepts but ignores (a Kong
+// section sidecall has no use for) is printed on stderr as FILE: warning:
+// REASON with exit 0; --strict makes it exit 1.
+func TestValidateShowsWarnings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "kong.yml")
+	if err := os.WriteFile(file, []byte(`_format_version: "3.0"
+consumers:
+  - username: ann
+services:
+  - name: s
+    url: http://127.0.0.1:1
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", "-c", file}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	}
+	if want := file + `: warning: section "consumers" is ignored`; !strings.Contains(errb.String(), want) {
+		t.Errorf("stderr %q, want %q", errb.String(), want)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"validate", "--strict", "-c", file}, &out, &errb); code != 1 || !strings.Contains(out.String(), "1 warnings (--strict)") {
+		t.Errorf("--strict: exit %d, stdout %q", code, out.String())
+	}
+	// A file without warnings passes --strict.
+	clean := filepath.Join(t.TempDir(), "kong.yml")
+	if err := os.WriteFile(clean, []byte("_format_version: \"3.0\"\nservices: [{name: s, url: \"http://127.0.0.1:1\"}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := run([]string{"validate", "--strict", "-c", clean}, &out, &errb); code != 0 {
+		t.Errorf("--strict on a clean file: exit %d", code)
+	}
+}
