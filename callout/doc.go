@@ -81,9 +81,14 @@
 //     route and the rule, never the value. Failed callouts (connection
 //     refused, timeout, refused url) log at most one warn line a second
 //     per callout; the next line counts those held back (suppressed).
-//   - http_opts.timeouts: connect is the dial and TLS handshake timeout;
-//     write+read bounds the wait for response headers; connect+write+read
-//     bounds one attempt. Unset: 60 s each (nginx's), capped by timeout.
+//   - http_opts.timeouts apply per operation, like nginx cosockets: connect
+//     until the TCP (and TLS, and proxy CONNECT) connection is up, write
+//     for each send of the request, read from the request sent to the
+//     response headers and then between reads of the body (a target
+//     dripping a byte every 100 ms is not cut by read 500; one silent for
+//     600 ms is). Each fails the attempt as a transport error logged as a
+//     timeout ("read timeout after 500ms"), under on_error like any other.
+//     Unset or 0: 60 s (nginx's). The plugin timeout still bounds the whole.
 //   - Hop-by-hop headers, Host and Content-Length are never forwarded to a
 //     callout (a custom Host sets the request's Host). traceparent and
 //     tracestate are propagated unless set by the callout. Default

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"time"
 
@@ -96,28 +97,46 @@ func (p *Plugin) do(ctx context.Context, c *callout, s *sendReq) (int, http.Head
 		return 0, nil, nil, err
 	}
 	connect, read, write := s.opts.timeouts()
-	actx, cancel := context.WithTimeout(ctx, connect+write+read)
-	defer cancel()
+	// Per-operation socket timeouts (nginx cosocket semantics): connect
+	// until the connection (and TLS) is up, write for each send, read
+	// until the response headers and then between body reads. ctx keeps
+	// the plugin's deadline over the whole.
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := &watchdog{cancel: cancel}
+	defer w.stop()
+	trace := &httptrace.ClientTrace{
+		GotConn:      func(httptrace.GotConnInfo) { w.arm("write", write) },
+		WroteHeaders: func() { w.arm("write", write) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { w.arm("read", read) },
+	}
 	var rb io.Reader
 	if s.body != nil {
 		rb = bytes.NewReader(s.body)
 	}
-	req, err := http.NewRequestWithContext(actx, s.method, s.url, rb)
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(actx, trace), s.method, s.url, rb)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("building request: %w", err)
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = io.NopCloser(watchedReader{rb, w, "write", write})
+		req.GetBody = func() (io.ReadCloser, error) {
+			return io.NopCloser(watchedReader{bytes.NewReader(s.body), w, "write", write}), nil
+		}
 	}
 	req.Header = s.headers.Clone()
 	if s.host != "" {
 		req.Host = s.host
 	}
+	w.arm("connect", connect)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("calling %s: %w", redactURL(s.url), err)
+		return 0, nil, nil, fmt.Errorf("calling %s: %w", redactURL(s.url), w.failure(actx, err))
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	body, err := io.ReadAll(io.LimitReader(watchedReader{resp.Body, w, "read", read}, maxBody+1))
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("reading response of %s: %w", redactURL(s.url), err)
+		return 0, nil, nil, fmt.Errorf("reading response of %s: %w", redactURL(s.url), w.failure(actx, err))
 	}
 	if len(body) > maxBody {
 		return 0, nil, nil, fmt.Errorf("response of %s is larger than %d bytes", redactURL(s.url), maxBody)

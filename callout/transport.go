@@ -24,8 +24,8 @@ type httpOpts struct {
 	connect, read, write time.Duration
 }
 
-// Defaults when http_opts.timeouts is unset (nginx cosocket defaults); the
-// plugin timeout caps them anyway.
+// defaultSocketTimeout is used for a timeout that is unset or 0 (nginx's
+// lua_socket_*_timeout default); the plugin timeout caps it anyway.
 const defaultSocketTimeout = 60 * time.Second
 
 func (o httpOpts) key() string {
@@ -33,12 +33,17 @@ func (o httpOpts) key() string {
 		o.httpProxy, o.httpsProxy, o.proxyUser, o.proxyPass, o.connect, o.read, o.write)
 }
 
+// timeouts are the per-operation socket timeouts of one attempt (see
+// watchdog): connect until the connection (and TLS) is up, write for each
+// send, read between reads.
 func (o httpOpts) timeouts() (connect, read, write time.Duration) {
-	connect, read, write = o.connect, o.read, o.write
-	if connect == 0 && read == 0 && write == 0 {
-		return defaultSocketTimeout, defaultSocketTimeout, defaultSocketTimeout
+	def := func(d time.Duration) time.Duration {
+		if d <= 0 {
+			return defaultSocketTimeout
+		}
+		return d
 	}
-	return
+	return def(o.connect), def(o.read), def(o.write)
 }
 
 // transport is a shared keep-alive pool; Resources closes it.
@@ -47,7 +52,7 @@ type transport struct{ *http.Transport }
 func (t transport) Close() error { t.CloseIdleConnections(); return nil }
 
 func newTransport(o httpOpts) (*http.Transport, error) {
-	connect, read, write := o.timeouts()
+	connect, _, _ := o.timeouts()
 	proxies := map[string]*url.URL{}
 	for scheme, raw := range map[string]string{"http": o.httpProxy, "https": o.httpsProxy} {
 		if raw == "" {
@@ -62,6 +67,9 @@ func newTransport(o httpOpts) (*http.Transport, error) {
 		}
 		proxies[scheme] = u
 	}
+	// The per-attempt watchdog enforces the timeouts; the dial and
+	// handshake timeouts only bound a dial the transport finishes in the
+	// background after its request gave up.
 	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy: func(r *http.Request) (*url.URL, error) {
@@ -73,12 +81,11 @@ func newTransport(o httpOpts) (*http.Transport, error) {
 			ServerName:         o.serverName,
 			MinVersion:         tls.VersionTLS12,
 		},
-		TLSHandshakeTimeout:   connect,
-		ResponseHeaderTimeout: write + read,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     false,
+		TLSHandshakeTimeout: connect,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   false,
 	}, nil
 }
 
