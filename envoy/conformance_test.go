@@ -1656,7 +1656,7 @@ func TestConformanceMessageTimer(t *testing.T) {
 		{name: "stops_the_timer_on_a_streamed_reply_with_chunks_still_outstanding",
 			// The timer is long enough that a loaded machine delivers the
 			// second chunk before it fires.
-			cfg: Config{MessageTimeout: 1500 * time.Millisecond, StreamIdleTimeout: 2500 * time.Millisecond,
+			cfg: Config{MessageTimeout: 4 * time.Second, StreamIdleTimeout: 6 * time.Second,
 				ProcessingMode: mode(send, skip, streamed, none, skip, skip)},
 			proc: func(fs *fakeStream) error {
 				m, _ := fs.recv()
@@ -1673,7 +1673,7 @@ func TestConformanceMessageTimer(t *testing.T) {
 			check: func(o *outcome) {
 				o.status(504)
 				o.details("stream_idle_timeout")
-				if o.elapsed < 2490*time.Millisecond {
+				if o.elapsed < 5990*time.Millisecond {
 					o.t.Fatalf("answered after %v", o.elapsed)
 				}
 				o.stats("message_timeouts", 0)

@@ -586,8 +586,8 @@ func TestE2ENoReplyAndLateReply(t *testing.T) {
 	if a.err != nil || a.status != 504 {
 		t.Fatalf("got %v %d %s, want 504", a.err, a.status, a.body)
 	}
-	if el < 400*time.Millisecond || el > 500*time.Millisecond {
-		t.Errorf("504 after %v, want within 400ms + 100ms", el)
+	if el < 400*time.Millisecond || el > 1400*time.Millisecond { // the upper bound only catches a hang
+		t.Errorf("504 after %v, want 400ms (reply_timeout) and not much later", el)
 	}
 	e := decodeError(t, a)
 	if !strings.Contains(e.Message, "late-e2e-1") || a.header.Get("kafka_correlationId") != "late-e2e-1" {

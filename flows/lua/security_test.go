@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	glua "github.com/yuin/gopher-lua"
 )
@@ -113,7 +114,7 @@ type attack struct {
 func runAttacks(t *testing.T, attacks []attack) {
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
-			sb := New(Options{PoolSize: 1})
+			sb := New(Options{PoolSize: 1, Timeout: 5 * time.Second}) // room for a loaded machine
 			defer sb.Close()
 			checkHealthy(t, sb)
 			st := poolOf(t, sb)
@@ -242,7 +243,7 @@ func TestEscapeHatchesAreAbsent(t *testing.T) {
 	}
 	b.WriteString(`assert(string.dump == nil, "string.dump")` + "\n")
 	b.WriteString(`assert(math.randomseed == nil, "math.randomseed")` + "\n")
-	sb := New(Options{PoolSize: 1})
+	sb := New(Options{PoolSize: 1, Timeout: 5 * time.Second}) // room for a loaded machine
 	defer sb.Close()
 	if err := run(t, sb, b.String(), newHost()); err != nil {
 		t.Fatal(err)
@@ -261,7 +262,7 @@ func TestEscapeHatchesAreAbsent(t *testing.T) {
 // TestEveryLibraryTableRefusesWrites walks every table reachable from the
 // globals (through pairs) and tries each way of writing into it.
 func TestEveryLibraryTableRefusesWrites(t *testing.T) {
-	sb := New(Options{PoolSize: 1})
+	sb := New(Options{PoolSize: 1, Timeout: 5 * time.Second}) // room for a loaded machine
 	defer sb.Close()
 	h := newHost()
 	err := run(t, sb, `
@@ -306,7 +307,7 @@ kong.ctx.shared.bad = table.concat(bad, ", ")
 // TestWellBehavedCodeKeepsWorking: what Kong code does with its own
 // tables and kong.ctx.shared is unchanged.
 func TestWellBehavedCodeKeepsWorking(t *testing.T) {
-	sb := New(Options{PoolSize: 1})
+	sb := New(Options{PoolSize: 1, Timeout: 5 * time.Second}) // room for a loaded machine
 	defer sb.Close()
 	h := healthHost()
 	err := run(t, sb, `
