@@ -135,7 +135,9 @@ func (b *Builder) decode(n *yaml.Node, at Path, v reflect.Value) {
 		}
 		v.Set(reflect.ValueOf(normalize(x)))
 	case reflect.String:
-		if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float") {
+		// Only a YAML string: 42 is refused ("42" is fine), as Kong's schema
+		// refuses a number where it wants a string.
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
 			b.Errorf(at, "must be a string, got %s", kindName(n))
 			return
 		}
@@ -149,6 +151,12 @@ func (b *Builder) decode(n *yaml.Node, at Path, v reflect.Value) {
 		}
 		if s != n.Value {
 			b.secrets[at] = true
+		}
+		if n.Style&yaml.LiteralStyle != 0 {
+			if b.literal == nil {
+				b.literal = map[Path]bool{}
+			}
+			b.literal[at] = true
 		}
 		v.SetString(s)
 	case reflect.Int, reflect.Int64, reflect.Int32:

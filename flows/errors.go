@@ -89,3 +89,21 @@ func (e *ConfigError) sort() {
 		return e.Problems[i].Path < e.Problems[j].Path
 	})
 }
+
+// firstPerPath keeps only the first problem recorded at each field path: a
+// later one (a range check of a value that failed to decode, say) follows
+// from it. Problems of the whole file (path "") are all kept.
+func (e *ConfigError) firstPerPath() {
+	seen := map[Path]bool{}
+	out := e.Problems[:0:0]
+	for _, p := range e.Problems {
+		if p.Path != "" {
+			if seen[p.Path] {
+				continue
+			}
+			seen[p.Path] = true
+		}
+		out = append(out, p)
+	}
+	e.Problems = out
+}

@@ -122,6 +122,7 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 		}
 		b.Resources.release(b.leases)
 		ce := &ConfigError{Problems: b.problems}
+		ce.firstPerPath()
 		ce.sort()
 		return nil, ce
 	}

@@ -180,6 +180,13 @@ func (b *Builder) Lua(src string, at Path) *LuaChunk {
 	}
 	c, err := lua.Compile(src, string(at))
 	if err != nil {
+		var se *lua.SyntaxError
+		if l, ok := b.lines[at]; ok && b.literal[at] && errors.As(err, &se) && se.Line > 0 {
+			// A | block starts on the line after its key: chunk line N is
+			// file line l+N.
+			b.errorAt(l+se.Line, at, "lua syntax error: "+se.Msg)
+			return nil
+		}
 		b.Errorf(at, "lua syntax error: %v", err)
 		return nil
 	}

@@ -119,6 +119,7 @@ type Builder struct {
 	hide     [][2]string            // {secret value, reference} pairs
 	luaOff   bool                   // untrusted_lua off
 	lines    map[Path]int
+	literal  map[Path]bool // string values written as | blocks: their line N is on file line lines[path]+N
 	secrets  map[Path]bool
 	problems []FieldError
 	closers  []func()

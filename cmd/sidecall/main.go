@@ -18,6 +18,7 @@ commands:
   try       play Envoy in-process in front of an upstream (-c FILE --upstream URL)
   demo      run everything on embedded defaults and print curl commands
   version   print the version
+  help      help COMMAND (or COMMAND --help) prints that command's flags
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -38,6 +39,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, versionString())
 		return 0
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" {
+			switch args[1] {
+			case "serve", "validate", "try", "demo":
+				return run([]string{args[1], "--help"}, stdout, stderr)
+			case "version", "help":
+			default:
+				fmt.Fprintf(stderr, "sidecall: unknown command %q\n%s", args[1], usage)
+				return 2
+			}
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}

@@ -84,7 +84,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	var f serveFlags
 	f.register(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return 2
+		return flagsExit(err, stdout)
 	}
 	if f.config == "" {
 		fmt.Fprintln(stderr, "sidecall serve: -c FILE is required")

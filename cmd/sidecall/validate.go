@@ -18,7 +18,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	var et envoyTimeouts
 	et.register(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return 2
+		return flagsExit(err, stdout)
 	}
 	if flag, err := et.check(); err != nil {
 		fmt.Fprintf(stderr, "sidecall validate: %s: %v\n", flag, err)
