@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/sidecall/sidecall/internal/httpx"
 	"go.uber.org/zap"
 )
 
@@ -103,12 +104,12 @@ func (p *Plugin) do(ctx context.Context, c *callout, s *sendReq) (int, http.Head
 	// the plugin's deadline over the whole.
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	w := &watchdog{cancel: cancel}
-	defer w.stop()
+	w := httpx.NewWatchdog(cancel)
+	defer w.Stop()
 	trace := &httptrace.ClientTrace{
-		GotConn:      func(httptrace.GotConnInfo) { w.arm("write", write) },
-		WroteHeaders: func() { w.arm("write", write) },
-		WroteRequest: func(httptrace.WroteRequestInfo) { w.arm("read", read) },
+		GotConn:      func(httptrace.GotConnInfo) { w.Arm("write", write) },
+		WroteHeaders: func() { w.Arm("write", write) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { w.Arm("read", read) },
 	}
 	var rb io.Reader
 	if s.body != nil {
@@ -119,24 +120,24 @@ func (p *Plugin) do(ctx context.Context, c *callout, s *sendReq) (int, http.Head
 		return 0, nil, nil, fmt.Errorf("building request: %w", err)
 	}
 	if req.Body != nil && req.Body != http.NoBody {
-		req.Body = io.NopCloser(watchedReader{rb, w, "write", write})
+		req.Body = io.NopCloser(httpx.WatchedReader{R: rb, W: w, Phase: "write", D: write})
 		req.GetBody = func() (io.ReadCloser, error) {
-			return io.NopCloser(watchedReader{bytes.NewReader(s.body), w, "write", write}), nil
+			return io.NopCloser(httpx.WatchedReader{R: bytes.NewReader(s.body), W: w, Phase: "write", D: write}), nil
 		}
 	}
 	req.Header = s.headers.Clone()
 	if s.host != "" {
 		req.Host = s.host
 	}
-	w.arm("connect", connect)
+	w.Arm("connect", connect)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("calling %s: %w", redactURL(s.url), w.failure(actx, err))
+		return 0, nil, nil, fmt.Errorf("calling %s: %w", redactURL(s.url), w.Failure(actx, err))
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(watchedReader{resp.Body, w, "read", read}, maxBody+1))
+	body, err := io.ReadAll(io.LimitReader(httpx.WatchedReader{R: resp.Body, W: w, Phase: "read", D: read}, maxBody+1))
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("reading response of %s: %w", redactURL(s.url), w.failure(actx, err))
+		return 0, nil, nil, fmt.Errorf("reading response of %s: %w", redactURL(s.url), w.Failure(actx, err))
 	}
 	if len(body) > maxBody {
 		return 0, nil, nil, fmt.Errorf("response of %s is larger than %d bytes", redactURL(s.url), maxBody)

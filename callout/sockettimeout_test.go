@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sidecall/sidecall/internal/httpx"
 )
 
 // dripServer sends headers, then a byte every gap, n times.
@@ -83,7 +85,7 @@ func TestReadTimeoutSilentTarget(t *testing.T) {
 	if el < 600*time.Millisecond || el > 1500*time.Millisecond {
 		t.Errorf("two attempts took %v", el)
 	}
-	if failReason(&timeoutError{"read", time.Second}) != "timeout" {
+	if failReason(&httpx.TimeoutError{Phase: "read", Limit: time.Second}) != "timeout" {
 		t.Error("a socket timeout is not logged as a timeout")
 	}
 }

@@ -73,7 +73,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -206,7 +205,7 @@ func (t flowTransportCloser) Close() error { t.CloseIdleConnections(); return ni
 
 // flowTransport is one keep-alive pool per TLS setting (verify, trusted
 // CAs, depth: ServiceTLS.Key), shared by the services that have it and
-// across reloads. Timeouts are per request (see flowWatchdog), not per
+// across reloads. Timeouts are per request (see httpx.Watchdog), not per
 // transport.
 func flowTransport(b *flows.Builder, st flows.ServiceTLS) (*http.Transport, error) {
 	c, err := b.Acquire("flow-callout-transport|"+st.Key(), func() (io.Closer, error) {
@@ -387,89 +386,20 @@ func ms(v int) time.Duration {
 
 type flowTimeouts struct{ connect, write, read time.Duration }
 
-// flowWatchdog cancels an attempt when the current phase's timeout expires.
-type flowWatchdog struct {
-	mu      sync.Mutex
-	t       *time.Timer
-	phase   string
-	limit   time.Duration
-	cancel  context.CancelCauseFunc
-	stopped bool
-}
-
-type flowTimeoutError struct {
-	phase string
-	limit time.Duration
-}
-
-func (e *flowTimeoutError) Error() string {
-	return fmt.Sprintf("%s timeout after %s", e.phase, e.limit)
-}
-
-func (w *flowWatchdog) arm(phase string, d time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.stopped {
-		return
-	}
-	w.phase, w.limit = phase, d
-	if w.t == nil {
-		w.t = time.AfterFunc(d, w.fire)
-		return
-	}
-	w.t.Reset(d)
-}
-
-func (w *flowWatchdog) fire() {
-	w.mu.Lock()
-	if w.stopped {
-		w.mu.Unlock()
-		return
-	}
-	err := &flowTimeoutError{phase: w.phase, limit: w.limit}
-	w.stopped = true
-	w.mu.Unlock()
-	w.cancel(err)
-}
-
-func (w *flowWatchdog) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.stopped = true
-	if w.t != nil {
-		w.t.Stop()
-	}
-}
-
-// watchedBody re-arms the read timeout on every read.
-type watchedBody struct {
-	r io.Reader
-	w *flowWatchdog
-	d time.Duration
-}
-
-func (b watchedBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if n > 0 {
-		b.w.arm("read", b.d)
-	}
-	return n, err
-}
-
 // attempt sends the request once. written tells whether the request may
 // have reached the flow service (then it is not retried).
 func (p *flowCallout) attempt(ctx context.Context, sub *flows.Exchange, target string, to flowTimeouts) (out flowOutcome, written bool) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	w := &flowWatchdog{cancel: cancel}
-	defer w.stop()
+	w := httpx.NewWatchdog(cancel)
+	defer w.Stop()
 	var wrote atomic.Bool
 	trace := &httptrace.ClientTrace{
-		GotConn:      func(httptrace.GotConnInfo) { w.arm("write", to.write) },
+		GotConn:      func(httptrace.GotConnInfo) { w.Arm("write", to.write) },
 		WroteHeaders: func() { wrote.Store(true) },
-		WroteRequest: func(httptrace.WroteRequestInfo) { w.arm("read", to.read) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { w.Arm("read", to.read) },
 	}
-	w.arm("connect", to.connect)
+	w.Arm("connect", to.connect)
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(actx, trace), sub.Request.Method, target, bytes.NewReader(sub.Request.Body))
 	if err != nil {
 		return flowOutcome{status: 502, err: fmt.Errorf("building flow request: %w", err), result: ResultTransportError}, true
@@ -485,7 +415,7 @@ func (p *flowCallout) attempt(ctx context.Context, sub *flows.Exchange, target s
 		return transportFailure(actx, target, err), wrote.Load()
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(watchedBody{resp.Body, w, to.read}, maxFlowBodySize+1))
+	body, err := io.ReadAll(io.LimitReader(httpx.WatchedReader{R: resp.Body, W: w, Phase: "read", D: to.read}, maxFlowBodySize+1))
 	if err != nil {
 		return transportFailure(actx, target, err), true
 	}
@@ -500,7 +430,7 @@ func (p *flowCallout) attempt(ctx context.Context, sub *flows.Exchange, target s
 }
 
 func transportFailure(actx context.Context, target string, err error) flowOutcome {
-	var te *flowTimeoutError
+	var te *httpx.TimeoutError
 	if errors.As(context.Cause(actx), &te) {
 		return flowOutcome{status: 504, err: fmt.Errorf("calling %q: %w", target, te), result: ResultTimeout}
 	}
