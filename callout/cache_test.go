@@ -3,67 +3,16 @@ package callout
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sidecall/sidecall/flows"
-	"github.com/sidecall/sidecall/internal/netport"
+	"github.com/sidecall/sidecall/internal/testredis"
 )
 
-// startRedis runs a throwaway redis-server on a free 127.0.0.1 port below
-// the kernel's ephemeral range (a dial to a port inside it while nothing
-// listens can connect to itself and hold the port), ready once it answers
-// PING with +PONG.
-func startRedis(t *testing.T) (port int, kill func()) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is required in CI")
-		}
-		t.Skip("redis-server not installed (apt-get install redis-server); skipping Redis cache test")
-	}
-	port = netport.Stable(t)
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	kill = func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
-	t.Cleanup(kill)
-	for i := 0; i < 250; i++ {
-		if redisPong(port) {
-			return port, kill
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not start")
-	return 0, nil
-}
-
-// StartRedis is startRedis for the callout_test package.
-var StartRedis = startRedis
-
-func redisPong(port int) bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	buf := make([]byte, 7)
-	n, _ := io.ReadFull(c, buf)
-	return string(buf[:n]) == "+PONG\r\n"
-}
+// startRedis runs a throwaway redis-server (internal/testredis).
+func startRedis(t *testing.T) (port int, kill func()) { return testredis.Start(t) }
 
 func redisCfg(url string, port, ttl int, byLua string) string {
 	resp := ""

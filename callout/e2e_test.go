@@ -23,8 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sidecall/sidecall/callout"
 	"github.com/sidecall/sidecall/envoy/envoytest"
+	"github.com/sidecall/sidecall/internal/testredis"
 )
 
 // startCallout is a callout target on 127.0.0.1: it records every request
@@ -441,7 +441,7 @@ func TestE2EExampleAuthHeaderFromVault(t *testing.T) {
 
 // redisServer runs a throwaway redis-server on a free 127.0.0.1 port.
 func redisServer(t *testing.T) int {
-	port, _ := callout.StartRedis(t)
+	port, _ := testredis.Start(t)
 	return port
 }
 

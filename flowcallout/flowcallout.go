@@ -318,26 +318,19 @@ type sendError struct{ out flowOutcome }
 func (e *sendError) Error() string { return e.out.err.Error() }
 
 func (p *flowCallout) run(ctx context.Context, sub *flows.Exchange) flowOutcome {
-	resp, err := p.svc.Subflow(ctx, sub, func(ctx context.Context, sub *flows.Exchange) (flows.Response, error) {
-		out := p.send(ctx, sub)
+	return subflowOutcome(p.svc.Subflow(ctx, sub, p.upstream(func(sub *flows.Exchange) *flows.Exchange { return sub })))
+}
+
+// upstream is the sub-request's call to the flow service: the exchange
+// prep returns is sent, and a failed send travels as a *sendError.
+func (p *flowCallout) upstream(prep func(*flows.Exchange) *flows.Exchange) flows.Upstream {
+	return func(ctx context.Context, sub *flows.Exchange) (flows.Response, error) {
+		out := p.send(ctx, prep(sub))
 		if out.err != nil {
 			return flows.Response{}, &sendError{out}
 		}
 		return flows.Response{Status: out.status, Headers: out.headers, Body: out.body}, nil
-	})
-	var se *sendError
-	switch {
-	case errors.As(err, &se):
-		return se.out
-	case err != nil:
-		he := flows.AsHTTPError(err)
-		return flowOutcome{status: he.Status, err: err, result: ResultPluginError}
 	}
-	out := flowOutcome{status: resp.Status, headers: resp.Headers, body: resp.Body, result: ResultOK}
-	if out.status >= 400 {
-		out.result = ResultStatus
-	}
-	return out
 }
 
 // upstreamPath joins the service's escaped path and the request's raw

@@ -93,14 +93,9 @@ func (p *flowCallout) runResponse(ctx context.Context, x *flows.Exchange, vals [
 	sub := p.subExchange(x)
 	sub.Response = flows.Response{Status: x.Response.Status, Headers: x.Response.Headers.Clone(),
 		Body: bytes.Clone(x.Response.Body), HasBody: true}
-	resp, err := p.svc.SubflowResponse(ctx, sub, func(ctx context.Context, sub *flows.Exchange) (flows.Response, error) {
-		out := p.send(ctx, p.postExchange(x, sub, vals))
-		if out.err != nil {
-			return flows.Response{}, &sendError{out}
-		}
-		return flows.Response{Status: out.status, Headers: out.headers, Body: out.body}, nil
-	})
-	return subflowOutcome(resp, err)
+	return subflowOutcome(p.svc.SubflowResponse(ctx, sub, p.upstream(func(sub *flows.Exchange) *flows.Exchange {
+		return p.postExchange(x, sub, vals)
+	})))
 }
 
 // postExchange is the POST the flow's URL receives in the response phase:
