@@ -23,6 +23,7 @@ vet:
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -count=1 -run 'Allocs' ./flows/ # allocation counts need a build without -race
+	$(GO) test -count=1 -run 'TestManyBodyChunksAre413Or502WithBoundedMemory' ./processor/ # RSS under 100 MiB needs a build without -race
 
 # Each fuzz target runs briefly from its seed corpus.
 fuzz-short:
