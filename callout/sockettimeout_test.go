@@ -3,16 +3,14 @@ package callout
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/netport"
 )
 
 // dripServer sends headers, then a byte every gap, n times.
@@ -106,43 +104,8 @@ func TestReadTimeoutBeforeHeaders(t *testing.T) {
 	}
 }
 
-// fullBacklog is a 127.0.0.1 listener whose accept queue is full: a
-// connect to it hangs.
-func fullBacklog(t *testing.T) string {
-	t.Helper()
-	if runtime.GOOS != "linux" {
-		t.Skip("needs Linux listen backlog behaviour")
-	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
-	c, err := net.DialTimeout("tcp", addr, time.Second) // fills the queue
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if c2, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-		c2.Close()
-		t.Skip("listen backlog does not block connects here")
-	}
-	return "http://" + addr + "/"
-}
-
 func TestConnectTimeout(t *testing.T) {
-	url := fullBacklog(t)
+	url := netport.FullBacklog(t)
 	msg, el := retryErrs(t, url, `{connect: 200, read: 5000, write: 5000}`)
 	if !strings.Contains(msg, "connect timeout after 200ms") {
 		t.Fatalf("err %q", msg)

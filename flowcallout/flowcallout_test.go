@@ -10,11 +10,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/sidecall/sidecall/envoy/envoytest"
 	"github.com/sidecall/sidecall/flowcallout"
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/internal/netport"
 	"github.com/sidecall/sidecall/internal/testca"
 	"github.com/sidecall/sidecall/serverless"
 
@@ -467,45 +466,10 @@ func TestFlowCalloutTimeout(t *testing.T) {
 	}
 }
 
-// fullBacklog returns a 127.0.0.1 address whose accept queue is full, so
-// connecting hangs (Linux drops the SYN): a connect timeout on loopback.
-func fullBacklog(t *testing.T) string {
-	t.Helper()
-	if runtime.GOOS != "linux" {
-		t.Skip("needs Linux listen backlog behaviour")
-	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
-	c, err := net.DialTimeout("tcp", addr, time.Second) // fills the queue
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if c2, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-		c2.Close()
-		t.Skip("listen backlog does not block connects here")
-	}
-	return "http://" + addr
-}
-
 // A connect timeout is retried (the request never left); each attempt
 // gets its own connect_timeout.
 func TestFlowCalloutConnectTimeoutRetries(t *testing.T) {
-	url := fullBacklog(t)
+	url := netport.FullBacklog(t)
 	for _, c := range []struct {
 		retries  int
 		min, max time.Duration
