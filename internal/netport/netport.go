@@ -1,7 +1,6 @@
-// Package netport picks 127.0.0.1 ports for servers a test starts later, and
-// makes a loopback address whose connects hang
-// (FullBacklog)
-// (a broker, redis-server) while a client may already be dialling them.
+// Package netport picks 127.0.0.1 ports for servers a test starts later (a
+// broker, redis-server) while a client may already be dialling them, and
+// makes a loopback address whose connects hang (FullBacklog).
 package netport
 
 import (
