@@ -12,11 +12,13 @@ import (
 
 	"github.com/sidecall/sidecall/callout"
 	"github.com/sidecall/sidecall/correlation"
+	"github.com/sidecall/sidecall/cors"
 	"github.com/sidecall/sidecall/flowcallout"
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/flows/lua"
 	"github.com/sidecall/sidecall/kafka"
 	"github.com/sidecall/sidecall/serverless"
+	"github.com/sidecall/sidecall/transformer"
 )
 
 // Options are what the plugins share with the process that runs them.
@@ -51,6 +53,8 @@ func New(o Options) *Set {
 	r := flows.NewRegistry()
 	correlation.Register(r)
 	serverless.Register(r)
+	transformer.Register(r)
+	cors.Register(r)
 	flowcallout.Register(r, flowMetrics(reg))
 	callout.Register(r, callout.Options{Metrics: reg, Version: o.Version, SelfAddrs: o.SelfAddrs})
 	kafka.Register(r, reg)

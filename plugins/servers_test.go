@@ -103,7 +103,8 @@ services:
 func TestPluginsListIsComplete(t *testing.T) {
 	set := plugins.New(plugins.Options{})
 	defer set.Close()
-	want := []string{"correlation-id", "flow-callout", "kafka-request-reply", "kafka-upstream", "post-function", "pre-function", "request-callout"}
+	want := []string{"correlation-id", "cors", "flow-callout", "kafka-request-reply", "kafka-upstream", "post-function",
+		"pre-function", "request-callout", "request-transformer", "response-transformer"}
 	got := set.Names()
 	if len(got) != len(want) {
 		t.Fatalf("registered %v, want %v", got, want)

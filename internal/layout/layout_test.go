@@ -10,7 +10,7 @@ import (
 const mod = "github.com/sidecall/sidecall/"
 
 // plugins are the leaf plugin packages (with their subpackages).
-var plugins = []string{"correlation", "serverless", "flowcallout", "callout", "kafka"}
+var plugins = []string{"correlation", "serverless", "flowcallout", "callout", "kafka", "transformer", "cors"}
 
 // required must exist: a rule about a missing package would pass silently.
 var required = append([]string{"flows", "flows/expr", "flows/lua", "processor", "plugins", "envoy",
