@@ -81,11 +81,38 @@ func (b *Builder) Template(src string, at Path) *Template {
 	for _, code := range t.Code() {
 		ok = b.luaRefs(code, at) && ok
 	}
+	if g := t.Globals(); len(g) > 0 {
+		known := b.templateNames()
+		for _, n := range g {
+			if !known[n] {
+				b.Errorf(at, "$(...) reads %q, which no template provides (%s)", n, exprNamesHint)
+				ok = false
+			}
+		}
+	}
 	if !ok {
 		return nil
 	}
 	return &Template{Template: t, rt: b.lua(), refs: b.vaultRefs(), path: at}
 }
+
+// exprNamesHint names what a $(...) expression reads, for its errors.
+const exprNamesHint = "a template reads headers, query_params, uri_captures, shared, callouts, kong, ngx and Lua's string, table, math"
+
+// templateNames are the names a $(...) expression may read, asked of the
+// sandbox once per load.
+func (b *Builder) templateNames() map[string]bool {
+	if b.tplNames == nil {
+		b.tplNames = map[string]bool{}
+		for _, n := range b.lua().Sandbox.TemplateNames() {
+			b.tplNames[n] = true
+		}
+	}
+	return b.tplNames
+}
+
+// Path is where the template is in the config.
+func (t *Template) Path() Path { return t.path }
 
 // lua returns the load's runtime, making a private one for a Builder used
 // without Load (tests).
@@ -156,6 +183,53 @@ type LuaChunk struct {
 // AsRewrite makes the chunk see Kong's rewrite phase (it runs in access).
 func (c *LuaChunk) AsRewrite() { c.phase = "rewrite" }
 
+// AsLog makes the chunk see Kong's log phase (run on a LogCopy).
+func (c *LuaChunk) AsLog() { c.phase = "log" }
+
+// LogCopy is what a log phase chunk sees of x once the response is done:
+// a copy that another goroutine may read and change (the request's
+// headers, the response's status and headers, kong.ctx.shared deep
+// copied; no bodies).
+func LogCopy(x *Exchange) *Exchange {
+	req := x.Request
+	req.Headers = x.Request.Headers.Clone()
+	req.Body, req.HasBody = nil, false
+	cp := NewExchange(x.ID, req, x.Log)
+	cp.Route, cp.Captures = x.Route, x.Captures
+	cp.Attributes = make(map[string]string, len(x.Attributes))
+	for k, v := range x.Attributes {
+		cp.Attributes[k] = v
+	}
+	cp.Response = Response{Status: x.Response.Status, Headers: x.Response.Headers.Clone()}
+	if x.Reply != nil {
+		cp.Reply = &Reply{Status: x.Reply.Status, Headers: x.Reply.Headers.Clone()}
+	}
+	cp.Shared, _ = deepCopy(x.Shared).(map[string]any)
+	cp.Phase = PhaseBodyFilter
+	return cp
+}
+
+func deepCopy(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		if t == nil {
+			return map[string]any{}
+		}
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
+}
+
 // SetsResponseHeaders tells whether the chunk may change response headers
 // (kong.response.set_header and friends): when it runs in access, Envoy
 // must send the response headers for the change to reach the client.
@@ -165,7 +239,7 @@ func (c *LuaChunk) SetsResponseHeaders() bool {
 			return true
 		}
 	}
-	return false
+	return c.UsesKong("ngx.header")
 }
 
 // Lua compiles a chunk; a syntax error is reported at at and nil returned.
@@ -185,6 +259,20 @@ func (b *Builder) Lua(src string, at Path) *LuaChunk {
 			// A | block starts on the line after its key: chunk line N is
 			// file line l+N.
 			b.errorAt(l+se.Line, at, "lua syntax error: "+se.Msg)
+			return nil
+		}
+		var ue *lua.UnknownNameError
+		if errors.As(err, &ue) {
+			msg := ue.Name + " is not provided by sidecall (see docs/lua.md)"
+			l, ok := b.lines[at]
+			switch {
+			case ok && b.literal[at]:
+				b.errorAt(l+ue.Line, at, msg)
+			case ok && !strings.Contains(strings.TrimRight(src, "\n"), "\n"):
+				b.errorAt(l, at, msg) // a one-line scalar
+			default:
+				b.Errorf(at, "line %d of the chunk: %s", ue.Line, msg)
+			}
 			return nil
 		}
 		b.Errorf(at, "lua syntax error: %v", err)
@@ -475,6 +563,12 @@ func (h *exchangeHost) Var(name string) (string, bool) {
 		return strconv.Itoa(h.Port()), true
 	case "request_id":
 		return h.x.ID, true
+	case "server_addr":
+		a := h.x.Attributes["destination.address"]
+		if host, _, err := net.SplitHostPort(a); err == nil {
+			return host, true
+		}
+		return a, a != ""
 	case "remote_addr", "remote_port":
 		a := h.x.Attributes["source.address"]
 		host, port, err := net.SplitHostPort(a)
@@ -509,4 +603,85 @@ func (h *exchangeHost) Var(name string) (string, bool) {
 		return "", true
 	}
 	return "", false
+}
+
+var _ lua.HostInfo = (*exchangeHost)(nil)
+
+// Route is kong.router.get_route: the matched route's Kong fields.
+func (h *exchangeHost) Route() map[string]any {
+	r := h.x.Route
+	if r == nil || r.Config == nil {
+		return nil
+	}
+	c := r.Config
+	m := map[string]any{"id": orNil(c.ID), "name": orNil(r.Name), "paths": strList(c.Paths),
+		"hosts": strList(c.Hosts), "methods": strList(c.Methods), "protocols": strList(c.Protocols),
+		"regex_priority": int64(c.RegexPriority)}
+	if c.StripPath != nil {
+		m["strip_path"] = *c.StripPath
+	}
+	if c.PreserveHost != nil {
+		m["preserve_host"] = *c.PreserveHost
+	}
+	if s := r.Service; s != nil {
+		m["service"] = map[string]any{"id": orNil(s.Config.ID)}
+	}
+	return m
+}
+
+// Service is kong.router.get_service: the route's service, from its URL.
+func (h *exchangeHost) Service() map[string]any {
+	if h.x.Route == nil || h.x.Route.Service == nil {
+		return nil
+	}
+	s := h.x.Route.Service
+	m := map[string]any{"name": orNil(s.Name)}
+	if s.Config != nil {
+		m["id"] = orNil(s.Config.ID)
+	}
+	if u := s.URL; u != nil {
+		m["protocol"] = u.Scheme
+		m["host"] = u.Hostname()
+		port, _ := strconv.Atoi(u.Port())
+		if port == 0 {
+			port = 80
+			if u.Scheme == "https" || u.Scheme == "grpcs" {
+				port = 443
+			}
+		}
+		m["port"] = int64(port)
+		m["path"] = orNil(u.Path)
+	}
+	return m
+}
+
+func orNil(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func strList(l []string) any {
+	if len(l) == 0 {
+		return nil
+	}
+	out := make([]any, len(l))
+	for i, v := range l {
+		out[i] = v
+	}
+	return out
+}
+
+// URICaptures are the route's regex path captures.
+func (h *exchangeHost) URICaptures() (map[string]string, []string) {
+	return h.x.Captures.Named, h.x.Captures.Positional
+}
+
+// ResponseSource is kong.response.get_source.
+func (h *exchangeHost) ResponseSource() string {
+	if h.x.Reply != nil {
+		return "exit"
+	}
+	return "service"
 }

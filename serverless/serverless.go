@@ -2,9 +2,11 @@ package serverless
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/sidecall/sidecall/flows"
+	"go.uber.org/zap"
 
 	"gopkg.in/yaml.v3"
 )
@@ -33,14 +35,18 @@ type serverlessConfig struct {
 
 // serverless is Kong's pre-function / post-function: Lua chunks per phase,
 // run in order. rewrite chunks run first in the access phase (sidecall has
-// no separate rewrite phase); certificate and log chunks are compiled (so
-// their syntax is checked) and a warning says they never run. A chunk
-// error stops the phase's later chunks. Needs are found statically:
-// kong.request.get_body/get_raw_body or kong.service.request.set_body/
-// set_raw_body in rewrite/access (or kong.request aliased) asks for the
-// request body, header_filter chunks or early
-// kong.response header changes for response headers, body_filter chunks for
-// the buffered response body.
+// no separate rewrite phase); certificate chunks are compiled (so their
+// syntax is checked) and a warning says they never run. log chunks run on
+// a flows.LogCopy in a goroutine once the plugin's last response phase
+// (body_filter when it has body_filter chunks, else header_filter) is
+// done: off the request path, as in Kong; at most maxLogRuns at once, a
+// request beyond that skips them with a warning. A chunk error stops the
+// phase's later chunks. Needs are found statically: kong.request.get_body/
+// get_raw_body, kong.service.request.set_body/set_raw_body or ngx.req's
+// body functions in rewrite/access (or kong.request aliased) ask for the
+// request body; header_filter and log chunks or early kong.response/
+// ngx.header changes for response headers; body_filter chunks or
+// kong.service.request.enable_buffering for the buffered response body.
 type serverless struct {
 	name     string
 	priority int
@@ -48,6 +54,7 @@ type serverless struct {
 	access   []*flows.LuaChunk
 	header   []*flows.LuaChunk
 	body     []*flows.LuaChunk
+	log      []*flows.LuaChunk
 	needs    flows.Needs
 	luaLimit time.Duration // the time limit of one chunk run (budget.go)
 }
@@ -72,14 +79,13 @@ func serverlessFactory(name string, priority int) flows.Factory {
 			}
 			return out
 		}
-		for _, f := range []struct {
-			field string
-			srcs  []string
-		}{{"certificate", c.Certificate}, {"log", c.Log}} {
-			if len(f.srcs) > 0 {
-				compile(f.field, f.srcs) // still reported if they do not compile
-				b.Warnf("%s: %s %s chunks are accepted but never run (sidecall has no %s phase)", at.Key(f.field), name, f.field, f.field)
-			}
+		if len(c.Certificate) > 0 {
+			compile("certificate", c.Certificate) // still reported if they do not compile
+			b.Warnf("%s: %s certificate chunks are accepted but never run (sidecall has no certificate phase)", at.Key("certificate"), name)
+		}
+		p.log = compile("log", c.Log)
+		for _, ch := range p.log {
+			ch.AsLog()
 		}
 		p.rewrite = compile("rewrite", c.Rewrite)
 		for _, ch := range p.rewrite {
@@ -95,19 +101,24 @@ func serverlessFactory(name string, priority int) flows.Factory {
 			// content-length (from the headers phase Envoy drops
 			// content-length and the upstream gets a chunked body).
 			for _, f := range []string{"kong.request.get_body", "kong.request.get_raw_body",
-				"kong.service.request.set_raw_body", "kong.service.request.set_body"} {
+				"kong.service.request.set_raw_body", "kong.service.request.set_body",
+				"ngx.req.read_body", "ngx.req.get_body_data", "ngx.req.get_post_args", "ngx.req.set_body_data"} {
 				if ch.UsesKong(f) {
 					p.needs.RequestBody = true
 				}
 			}
+			// Kong's enable_buffering: the response body is read whole.
+			if ch.UsesKong("kong.service.request.enable_buffering") {
+				p.needs.ResponseBody = true
+			}
 		}
-		p.needs.ResponseHeaders = len(p.header) > 0 || len(p.body) > 0
+		p.needs.ResponseHeaders = len(p.header) > 0 || len(p.body) > 0 || len(p.log) > 0
 		for _, ch := range append(append([]*flows.LuaChunk(nil), p.rewrite...), p.access...) {
 			if ch.SetsResponseHeaders() {
 				p.needs.ResponseHeaders = true // applied once the response exists
 			}
 		}
-		p.needs.ResponseBody = len(p.body) > 0
+		p.needs.ResponseBody = p.needs.ResponseBody || len(p.body) > 0
 		return p, nil
 	}
 }
@@ -136,9 +147,45 @@ func (p *serverless) Access(ctx context.Context, x *flows.Exchange) error {
 }
 
 func (p *serverless) HeaderFilter(ctx context.Context, x *flows.Exchange) error {
-	return runChunks(ctx, x, p.header)
+	err := runChunks(ctx, x, p.header)
+	if len(p.body) == 0 {
+		p.startLog(x)
+	}
+	return err
 }
 
 func (p *serverless) BodyFilter(ctx context.Context, x *flows.Exchange) error {
-	return runChunks(ctx, x, p.body)
+	err := runChunks(ctx, x, p.body)
+	if len(p.body) > 0 {
+		p.startLog(x)
+	}
+	return err
+}
+
+const maxLogRuns = 64
+
+var (
+	logSlots = make(chan struct{}, maxLogRuns)
+	logRuns  sync.WaitGroup // tests wait on it
+)
+
+// startLog runs the log chunks on a copy of x, off the request path.
+func (p *serverless) startLog(x *flows.Exchange) {
+	if len(p.log) == 0 {
+		return
+	}
+	select {
+	case logSlots <- struct{}{}:
+	default:
+		if x.Log != nil {
+			x.Log.Warn("log phase chunks skipped: too many running", zap.String("plugin", p.name))
+		}
+		return
+	}
+	cp := flows.LogCopy(x)
+	logRuns.Add(1)
+	go func() {
+		defer func() { <-logSlots; logRuns.Done() }()
+		_ = runChunks(context.Background(), cp, p.log) // errors are logged by Run
+	}()
 }

@@ -185,6 +185,25 @@ func (t *Template) Code() []string {
 // Callouts are the callouts.<name> the template reads, sorted and unique.
 func (t *Template) Callouts() []string { return append([]string(nil), t.callouts...) }
 
+// Globals are the global names the placeholders read, sorted and unique.
+func (t *Template) Globals() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range t.parts {
+		if p.ph == nil {
+			continue
+		}
+		for _, n := range p.ph.chunk.Globals() {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // ReadsCalloutsDynamically tells whether the template reads the callouts
 // table in a way whose names cannot be known (callouts[x], shared[x]).
 func (t *Template) ReadsCalloutsDynamically() bool { return t.dynamic }

@@ -21,11 +21,33 @@ type Refs struct {
 	// DynamicKong: kong (or a part of it) is aliased or indexed by a
 	// computed key, so Kong may miss calls.
 	DynamicKong bool
+	// Uses are the static kong.* and ngx.* paths with their chunk line,
+	// in source order (the load check of unknown names).
+	Uses []Use
+	// Calls are the calls of a dotted name (kong.x.f, req.get_foo,
+	// cache:get) by line, to name the function when a call fails.
+	Calls map[int][]string
+}
+
+// Use is one static kong.* or ngx.* reference.
+type Use struct {
+	Path string
+	Line int
+	Call bool
 }
 
 // UsesKong tells whether path (e.g. "kong.request.get_body") may be
-// used: it is listed, or kong is used dynamically.
+// used: it is listed, or kong is used dynamically. An ngx.* path is
+// looked up among Uses.
 func (r Refs) UsesKong(path string) bool {
+	if strings.HasPrefix(path, "ngx.") {
+		for _, u := range r.Uses {
+			if u.Path == path || strings.HasPrefix(u.Path, path+".") || (strings.HasPrefix(path, u.Path+".") && u.Path != "ngx") {
+				return true
+			}
+		}
+		return false
+	}
 	if r.DynamicKong {
 		return true
 	}
@@ -46,12 +68,16 @@ type analyzer struct {
 	kong     map[string]bool
 	dynC     bool
 	dynK     bool
+	uses     []Use
+	calls    map[int][]string
+	line     int  // of the reference being recorded
+	call     bool // the reference is called
 }
 
 func analyze(stmts []ast.Stmt) Refs {
-	a := &analyzer{callouts: map[string]bool{}, kong: map[string]bool{}}
+	a := &analyzer{callouts: map[string]bool{}, kong: map[string]bool{}, calls: map[int][]string{}}
 	a.walk(reflect.ValueOf(stmts))
-	r := Refs{DynamicCallouts: a.dynC, DynamicKong: a.dynK}
+	r := Refs{DynamicCallouts: a.dynC, DynamicKong: a.dynK, Uses: a.uses, Calls: a.calls}
 	for k := range a.callouts {
 		r.Callouts = append(r.Callouts, k)
 	}
@@ -119,10 +145,35 @@ func chain(e ast.Expr) (root string, keys []string, rest []ast.Expr, ok bool) {
 
 // expr handles a reference chain; it returns true when it walked e itself.
 func (a *analyzer) expr(e ast.Expr) bool {
+	if call, ok := e.(*ast.FuncCallExpr); ok && call.Receiver == nil {
+		root, keys, rest, ok := chain(call.Func)
+		if !ok {
+			return false
+		}
+		a.noteCall(call.Line(), root, keys)
+		if !isRoot(root) {
+			return false
+		}
+		a.line, a.call = call.Line(), true
+		a.ref(root, keys)
+		a.call = false
+		for _, r := range rest {
+			a.walk(reflect.ValueOf(r))
+		}
+		for _, arg := range call.Args {
+			a.walk(reflect.ValueOf(arg))
+		}
+		return true
+	}
 	if call, ok := e.(*ast.FuncCallExpr); ok && call.Receiver != nil && call.Method != "" {
 		root, keys, rest, ok := chain(call.Receiver)
+		if ok {
+			a.noteCall(call.Line(), root, append(append([]string(nil), keys...), ":"+call.Method))
+		}
 		if ok && isRoot(root) {
+			a.line, a.call = call.Line(), true
 			a.ref(root, append(keys, call.Method))
+			a.call = false
 			for _, r := range rest {
 				a.walk(reflect.ValueOf(r))
 			}
@@ -137,6 +188,7 @@ func (a *analyzer) expr(e ast.Expr) bool {
 	if !ok || !isRoot(root) {
 		return false
 	}
+	a.line = e.Line()
 	a.ref(root, keys)
 	for _, r := range rest {
 		a.walk(reflect.ValueOf(r))
@@ -144,9 +196,47 @@ func (a *analyzer) expr(e ast.Expr) bool {
 	return true
 }
 
-func isRoot(n string) bool { return n == "kong" || n == "callouts" || n == "shared" }
+func isRoot(n string) bool { return n == "kong" || n == "callouts" || n == "shared" || n == "ngx" }
+
+// noteCall records the dotted name of a call for runtime errors.
+func (a *analyzer) noteCall(line int, root string, keys []string) {
+	name := root
+	for _, k := range keys {
+		switch {
+		case k == "":
+			name += "[?]"
+		case strings.HasPrefix(k, ":"):
+			name += k
+		default:
+			name += "." + k
+		}
+	}
+	for _, n := range a.calls[line] {
+		if n == name {
+			return
+		}
+	}
+	a.calls[line] = append(a.calls[line], name)
+}
+
+// use records a static kong.* or ngx.* path (up to a computed key).
+func (a *analyzer) use(root string, keys []string) {
+	p := root
+	call := a.call
+	for _, k := range keys {
+		if k == "" {
+			call = false // a computed key: the name called is unknown
+			break
+		}
+		p += "." + k
+	}
+	a.uses = append(a.uses, Use{Path: p, Line: a.line, Call: call})
+}
 
 func (a *analyzer) ref(root string, keys []string) {
+	if root == "kong" || root == "ngx" {
+		a.use(root, keys)
+	}
 	switch root {
 	case "callouts":
 		a.calloutKeys(keys)

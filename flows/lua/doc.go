@@ -12,8 +12,25 @@
 //     pairs/ipairs (honouring __pairs), pcall and
 //     xpcall (which cannot swallow kong.response.exit or the limits),
 //     print (to the logger), string, table, math (no randomseed), kong, ngx,
-//     cjson, and require of "cjson" and "cjson.safe" only. No os, io, debug,
-//     package, coroutine, load*, dofile, getfenv/setfenv, string.dump.
+//     cjson, os.clock/date/difftime/time (as Kong's sandbox), and require
+//     of "cjson" and "cjson.safe" only. No other os, io, debug, package,
+//     coroutine, load*, dofile, getfenv/setfenv, string.dump.
+//   - Names (names.go) is the PDK table: Compile refuses a call of a
+//     kong.*/ngx.* name it lacks (UnknownNameError), docs/lua.md is
+//     rendered from it, and tests hold the sandbox and its phase checks
+//     to it. A failed call of a nil value names the call(s) on its line.
+//   - A chunk returning a function (Kong's "return function() ... end")
+//     runs once per pooled state; the function runs per request with its
+//     upvalues and globals kept in that state (Kong keeps them per
+//     worker). Nothing else survives a call.
+//   - ngx.ctx and kong.ctx.plugin live in the request's Shared map under
+//     hidden keys, so they last across phases (JSON-like values only, as
+//     kong.ctx.shared). kong.cache is one TTL cache per process.
+//   - ngx.re runs on Go's regexp (RE2): linear time, no backreferences or
+//     lookaround; flags a, i, j, m, o, s, u, x (others are an error).
+//   - ngx.say/print in rewrite/access buffer a body that answers the
+//     client when the chunk ends or at ngx.exit; ngx.exit(0) only ends the
+//     chunk (Kong would end the phase for every plugin).
 //   - Nothing one call does survives into another on the same pooled
 //     state (another route's or request's), as Kong's sandbox makes
 //     library tables read-only. string, table, math, kong and each of its

@@ -6,7 +6,8 @@ import "go.uber.org/zap"
 // flows package implements it over *flows.Exchange. Header maps have
 // lower-case keys; Host methods are called from one goroutine at a time.
 type Host interface {
-	// Phase is "rewrite", "access", "header_filter" or "body_filter".
+	// Phase is "rewrite", "access", "header_filter", "body_filter" or
+	// "log".
 	Phase() string
 
 	Method() string

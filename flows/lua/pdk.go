@@ -21,7 +21,7 @@ import (
 var (
 	phasesRewriteAccess = []string{"rewrite", "access"}
 	phasesRequestBody   = []string{"rewrite", "access"}
-	phasesRespRead      = []string{"header_filter", "body_filter"}
+	phasesRespRead      = []string{"header_filter", "body_filter", "log"}
 	phasesRespWrite     = []string{"rewrite", "access", "header_filter"}
 	phasesExit          = []string{"rewrite", "access", "header_filter"}
 	phasesBody          = []string{"body_filter"}
@@ -163,8 +163,15 @@ func (s *state) kongTable() *glua.LTable {
 		},
 		"get_body": s.getBody,
 	})
+	s.moreRequest(req)
 	s.meter(req, "get_raw_body", "get_body", "get_headers", "get_query")
 	kong.RawSetString("request", s.readOnly(req))
+	kong.RawSetString("client", s.readOnly(s.clientTable()))
+	kong.RawSetString("router", s.readOnly(s.routerTable()))
+	kong.RawSetString("node", s.readOnly(s.nodeTable()))
+	kong.RawSetString("table", s.readOnly(s.kongTableLib()))
+	s.cacheView = s.readOnly(s.cacheTable())
+	kong.RawSetString("cache", s.cacheView)
 
 	set := func(f func(h Host, L *glua.LState)) glua.LGFunction {
 		return func(L *glua.LState) int { f(s.check(L, phasesRewriteAccess), L); return 0 }
@@ -259,8 +266,13 @@ func (s *state) kongTable() *glua.LTable {
 			h.SetBody(b)
 		}),
 	})
+	svcReq.RawSetString("enable_buffering", L.NewFunction(func(L *glua.LState) int {
+		s.check(L, phasesRewriteAccess) // the plugin buffers the response (serverless Needs)
+		return 0
+	}))
 	svc := L.NewTable()
 	svc.RawSetString("request", s.readOnly(svcReq))
+	svc.RawSetString("response", s.readOnly(s.serviceResponse()))
 	kong.RawSetString("service", s.readOnly(svc))
 
 	resp := fns(L, map[string]glua.LGFunction{
@@ -324,17 +336,24 @@ func (s *state) kongTable() *glua.LTable {
 		},
 		"exit": s.exit,
 	})
+	s.moreResponse(resp)
 	s.meter(resp, "get_raw_body", "get_headers")
 	kong.RawSetString("response", s.readOnly(resp))
 
 	ctx := s.seal(L.NewTable())
 	ctx.Metatable = s.protectedMT(map[string]glua.LValue{
 		"__index": L.NewFunction(func(L *glua.LState) int {
-			if L.CheckString(2) == "shared" && s.host != nil {
-				if m := s.host.Shared(); m != nil {
-					L.Push(s.liveMap(m))
-					return 1
+			switch L.CheckString(2) {
+			case "shared":
+				if s.host != nil {
+					if m := s.host.Shared(); m != nil {
+						L.Push(s.liveMap(m))
+						return 1
+					}
 				}
+			case "plugin":
+				L.Push(s.hiddenMap("\x00kong.ctx.plugin " + s.pluginScope()))
+				return 1
 			}
 			L.Push(glua.LNil)
 			return 1
@@ -362,7 +381,16 @@ func (s *state) kongTable() *glua.LTable {
 		s.log("notice", strings.Join(parts, " "))
 		return 0
 	}))
-	kong.RawSetString("log", s.readOnly(log))
+	log.RawSetString("set_serialize_value", L.NewFunction(s.setSerializeValue))
+	log.RawSetString("serialize", L.NewFunction(s.serialize))
+	logView := s.readOnly(log)
+	// kong.log(...) is kong.log.notice(...).
+	logView.Metatable.(*glua.LTable).RawSetString("__call", L.NewFunction(func(L *glua.LState) int {
+		L.Remove(1)
+		s.log("notice", joinArgs(L, 1, ""))
+		return 0
+	}))
+	kong.RawSetString("log", logView)
 
 	vault := fns(L, map[string]glua.LGFunction{
 		"get": func(L *glua.LState) int {
@@ -463,21 +491,7 @@ func (s *state) exit(L *glua.LState) int {
 	if status < 100 || status > 599 {
 		L.RaiseError("code must be a number between 100 and 599")
 	}
-	hdrs := map[string][]string{}
-	if t, ok := L.Get(3).(*glua.LTable); ok {
-		t.ForEach(func(k, _ glua.LValue) {
-			ks, ok := k.(glua.LString)
-			if !ok {
-				L.RaiseError("invalid header name: got %s, expected string", k.Type())
-			}
-			L.Push(k)
-			L.Push(t.RawGet(k))
-			hdrs[strings.ToLower(string(ks))] = headerValues(L, L.GetTop())
-			L.Pop(2)
-		})
-	} else if L.Get(3) != glua.LNil {
-		L.RaiseError("headers must be a nil or table")
-	}
+	hdrs := s.exitHeaders(L, 3)
 	var body []byte
 	switch b := L.Get(2).(type) {
 	case *glua.LNilType:
@@ -496,10 +510,35 @@ func (s *state) exit(L *glua.LState) int {
 	default:
 		L.RaiseError("body must be a nil, string or table")
 	}
+	s.finishExit(L, h, status, body, hdrs)
+	return 0
+}
+
+// exitHeaders reads the headers argument n of an exit.
+func (s *state) exitHeaders(L *glua.LState, n int) map[string][]string {
+	hdrs := map[string][]string{}
+	if t, ok := L.Get(n).(*glua.LTable); ok {
+		t.ForEach(func(k, _ glua.LValue) {
+			ks, ok := k.(glua.LString)
+			if !ok {
+				L.RaiseError("invalid header name: got %s, expected string", k.Type())
+			}
+			L.Push(k)
+			L.Push(t.RawGet(k))
+			hdrs[strings.ToLower(string(ks))] = headerValues(L, L.GetTop())
+			L.Pop(2)
+		})
+	} else if L.Get(n) != glua.LNil {
+		L.RaiseError("headers must be a nil or table")
+	}
+	return hdrs
+}
+
+// finishExit answers the client and stops the chunk.
+func (s *state) finishExit(L *glua.LState, h Host, status int, body []byte, hdrs map[string][]string) {
 	h.Exit(status, body, hdrs)
 	s.exited = true
 	L.Error(s.exitVal, 0)
-	return 0
 }
 
 func (s *state) ngxTable() *glua.LTable {
@@ -569,22 +608,7 @@ func (s *state) ngxTable() *glua.LTable {
 	}
 	s.meter(ngx, "encode_base64", "decode_base64", "escape_uri", "unescape_uri")
 	ngx.RawSetString("null", s.null)
-	v := s.seal(L.NewTable())
-	v.Metatable = s.protectedMT(map[string]glua.LValue{
-		"__index": L.NewFunction(func(L *glua.LState) int {
-			name := L.CheckString(2)
-			if s.host != nil {
-				if val, ok := s.host.Var(name); ok {
-					L.Push(glua.LString(val))
-					return 1
-				}
-			}
-			L.Push(glua.LNil)
-			return 1
-		}),
-		"__newindex": L.NewFunction(func(L *glua.LState) int { L.RaiseError("ngx.var is read-only in sidecall"); return 0 }),
-	})
-	ngx.RawSetString("var", v)
+	s.moreNgx(ngx)
 	return ngx
 }
 

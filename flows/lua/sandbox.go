@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -113,6 +114,7 @@ type Chunk struct {
 	pathRoot string
 	pathKeys []any
 	isPath   bool
+	globals  []string // of an expression (CompileExpr)
 }
 
 // Name is the chunk name used in Lua error messages (the config path).
@@ -135,6 +137,37 @@ func (e *SyntaxError) Error() string {
 		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
 	}
 	return e.Msg
+}
+
+// UnknownNameError is a chunk that uses a kong.* or ngx.* name sidecall
+// does not provide (see Names); Line is the chunk's line.
+type UnknownNameError struct {
+	Name string // the call or reference, e.g. "ngx.location.capture"
+	Line int
+}
+
+func (e *UnknownNameError) Error() string {
+	return fmt.Sprintf("line %d: %s is not provided by sidecall (see docs/lua.md)", e.Line, e.Name)
+}
+
+// checkNames refuses calls of unknown kong.*/ngx.* names and references
+// to unknown fields of a PDK module (kong.request.get_hedaer); plain
+// reads at the top (if ngx.config then) stay allowed, as they are nil.
+func checkNames(r Refs) error {
+	for _, u := range r.Uses {
+		ok, unknown := Provided(u.Path)
+		if ok && u.Call && namespaces[u.Path] && u.Path != "kong.log" {
+			return &UnknownNameError{Name: u.Path, Line: u.Line} // a table, not a function
+		}
+		if ok {
+			continue
+		}
+		parent := unknown[:strings.LastIndexByte(unknown, '.')]
+		if u.Call || strings.Contains(parent, ".") {
+			return &UnknownNameError{Name: u.Path, Line: u.Line}
+		}
+	}
+	return nil
 }
 
 // RuntimeError is a Lua error raised while a chunk ran.
@@ -190,11 +223,13 @@ func CompileExpr(src, name string) (*Chunk, error) {
 	if e == nil {
 		return nil, &SyntaxError{Msg: "not a single expression"}
 	}
+	g := globals(stmts) // before compile rewrites concatenations
 	c, err := compile(stmts, src, name, true)
 	if err != nil {
 		return nil, err
 	}
 	c.pathRoot, c.pathKeys, c.isPath = plainPath(e)
+	c.globals = g
 	return c, nil
 }
 
@@ -266,6 +301,9 @@ func compile(stmts []ast.Stmt, src, name string, isExpr bool) (c *Chunk, err err
 		}
 	}()
 	refs := analyze(stmts)
+	if err := checkNames(refs); err != nil {
+		return nil, err
+	}
 	guardConcat(stmts)
 	proto, err := glua.Compile(stmts, name)
 	if err != nil {
@@ -276,6 +314,43 @@ func compile(stmts []ast.Stmt, src, name string, isExpr bool) (c *Chunk, err err
 		return nil, &SyntaxError{Msg: err.Error()}
 	}
 	return &Chunk{name: name, src: src, proto: proto, refs: refs, expr: isExpr}, nil
+}
+
+// maxKeptFns bounds the handlers a state keeps (chunks of old configs
+// would otherwise pile up across reloads).
+const maxKeptFns = 256
+
+func (s *state) keepFn(c *Chunk, f *glua.LFunction) {
+	if s.fns == nil || len(s.fns) >= maxKeptFns {
+		s.fns = map[*Chunk]*glua.LFunction{}
+	}
+	s.fns[c] = f
+}
+
+var callErr = regexp.MustCompile(`:(\d+): attempt to call a non-function object`)
+
+// nameCall adds the name of the function called to gopher-lua's "attempt
+// to call a non-function object", from the calls on that line.
+func (c *Chunk) nameCall(msg string) string {
+	m := callErr.FindStringSubmatchIndex(msg)
+	if m == nil {
+		return msg
+	}
+	line, _ := strconv.Atoi(msg[m[2]:m[3]])
+	names := c.refs.Calls[line]
+	if len(names) == 0 {
+		return msg
+	}
+	var missing []string
+	for _, n := range names {
+		if ok, _ := Provided(strings.ReplaceAll(n, ":", ".")); !ok || !strings.HasPrefix(n, "kong.") && !strings.HasPrefix(n, "ngx.") {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		missing = names
+	}
+	return msg[:m[1]] + " (" + strings.Join(missing, " or ") + " is nil; see docs/lua.md for what sidecall provides)" + msg[m[1]:]
 }
 
 // Run runs c with the PDK bound to h. kong.response.exit stops the chunk
@@ -322,20 +397,35 @@ func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out a
 		}
 	}()
 	st.begin(cctx, h, vars)
+	st.chunk = c
 	L := st.L
-	fn := L.NewFunctionFromProto(c.proto)
-	if vars != nil {
-		fn.Env = st.tplEnv
-	} else {
-		fn.Env = st.newChunkEnv()
+	fn, made := st.fns[c]
+	if !made {
+		fn = L.NewFunctionFromProto(c.proto)
+		if vars != nil {
+			fn.Env = st.tplEnv
+		} else {
+			fn.Env = st.newChunkEnv()
+		}
 	}
 	L.SetContext(st.ctx) // the budget over cctx
 	L.Push(fn)
-	nret := 0
-	if c.expr {
-		nret = 1
+	perr := L.PCall(0, 1, st.keepErr)
+	if f, ok := L.Get(-1).(*glua.LFunction); perr == nil && !made && !c.expr && ok && !st.exited {
+		// Kong's form "return function() ... end": the chunk made the
+		// request handler; keep it (and its upvalues) for this state's
+		// later calls and run it for this request.
+		L.Pop(1)
+		st.keepFn(c, f)
+		L.Push(f)
+		perr = L.PCall(0, 1, st.keepErr)
 	}
-	perr := L.PCall(0, nret, st.keepErr)
+	if perr == nil && !st.exited && st.said && h != nil {
+		if p := h.Phase(); p == "rewrite" || p == "access" {
+			st.sayReply(h, 0) // ngx.say/print output answers at the chunk's end
+			st.exited = true
+		}
+	}
 	L.RemoveContext()
 	exited := st.exited
 	if perr == nil && c.expr {
@@ -369,7 +459,7 @@ func (s *Sandbox) call(ctx context.Context, c *Chunk, h Host, vars *Vars) (out a
 		if errors.As(perr, &ae) && ae.Object != nil {
 			msg = ae.Object.String()
 		}
-		return nil, &RuntimeError{Chunk: c.name, Msg: msg}
+		return nil, &RuntimeError{Chunk: c.name, Msg: c.nameCall(msg)}
 	}
 	healthy = true
 	return out, nil

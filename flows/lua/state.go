@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	glua "github.com/yuin/gopher-lua"
 	"go.uber.org/zap"
@@ -22,6 +23,19 @@ type state struct {
 
 	exited  bool
 	exitVal *glua.LUserData
+
+	// Per call: the chunk, its start, ngx.say output, ngx.status in
+	// rewrite/access and whether ngx.header set a content-type.
+	chunk     *Chunk
+	start     time.Time
+	say       []byte
+	said      bool
+	ngxStatus int
+	ngxCT     bool
+	cacheView *glua.LTable
+	// fns are the functions chunks returned (return function() ... end),
+	// kept per state as Kong keeps them per worker.
+	fns map[*Chunk]*glua.LFunction
 	// keepErr is the error handler of every protected call (see the
 	// function keepErr).
 	keepErr *glua.LFunction
@@ -137,7 +151,8 @@ func newState(sb *Sandbox) *state {
 	base.RawSetString("table", s.readOnly(tbl))
 	base.RawSetString("math", s.readOnly(mth))
 	base.RawSetString("kong", s.readOnly(s.kongTable()))
-	base.RawSetString("ngx", s.readOnly(s.ngxTable()))
+	base.RawSetString("ngx", s.ngxView(s.ngxTable()))
+	base.RawSetString("os", s.readOnly(s.osTable(g)))
 	s.cjson[0] = s.readOnly(s.cjsonTable(false))
 	base.RawSetString("cjson", s.cjson[0])
 	s.base = base
@@ -203,12 +218,14 @@ func (s *state) begin(ctx context.Context, h Host, v *Vars) {
 	s.bud.start(ctx, s.sb.opts.Instructions)
 	s.ctx, s.host, s.vars = &s.bud, h, v
 	s.exited = false
+	s.start = time.Now()
 }
 
 func (s *state) reset() {
 	s.ctx, s.host, s.vars = nil, nil, nil
 	s.bud.stop()
 	s.exited = false
+	s.chunk, s.say, s.said, s.ngxStatus, s.ngxCT = nil, nil, false, 0, false
 	if s.proxies == nil {
 		s.proxies = map[*glua.LTable]*proxy{}
 		s.mapProxies = map[uintptr]*glua.LTable{}

@@ -255,7 +255,7 @@ func (s *state) toGoErr(lv glua.LValue, depth int) (any, error) {
 		return nil, errors.New("cannot convert userdata")
 	case *glua.LTable:
 		if p := s.proxies[t]; p != nil {
-			return p.value(), nil
+			return withoutHidden(p.value()), nil
 		}
 		n := t.Len()
 		// A table reached many times (a = {a, a} nested) converts once per
@@ -560,6 +560,27 @@ func (s *state) proxyIndex(L *glua.LState) int {
 
 // hidden keys (starting with NUL) are Go-only entries of kong.ctx.shared.
 func hidden(k string) bool { return k != "" && k[0] == 0 }
+
+// withoutHidden drops the hidden keys of a shared map (ngx.ctx,
+// kong.ctx.plugin) when Lua copies it out (cjson.encode(kong.ctx.shared)).
+func withoutHidden(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	for k := range m {
+		if hidden(k) {
+			out := make(map[string]any, len(m))
+			for k, e := range m {
+				if !hidden(k) {
+					out[k] = e
+				}
+			}
+			return out
+		}
+	}
+	return v
+}
 
 func intKey(v glua.LValue) (int, bool) {
 	n, ok := v.(glua.LNumber)

@@ -1,0 +1,2 @@
+-- @phase access
+kong.service.request.set_header("host", "internal.svc.cluster.local")

@@ -1,0 +1,5 @@
+-- @phase access
+local session = ngx.var.cookie_session
+if session then
+  kong.service.request.set_header("X-Session", session)
+end

@@ -1,0 +1,2 @@
+-- @phase access
+ngx.var.args = "page=3"

@@ -1,0 +1,4 @@
+-- @phase header_filter
+if ngx.status == 200 then
+  ngx.status = 202
+end
