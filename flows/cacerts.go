@@ -21,6 +21,7 @@ package flows
 //   - tls_verify: false skips verification, so both are then unused.
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -33,10 +34,13 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // CACertificateConfig is Kong's ca_certificates entity (decK).
 type CACertificateConfig struct {
+	EntityMeta `yaml:",inline"`
 	ID         string   `yaml:"id"`
 	Cert       string   `yaml:"cert"` // PEM, or a {vault://...} reference
 	CertDigest string   `yaml:"cert_digest"`
@@ -55,15 +59,18 @@ type ServiceTLS struct {
 	// allowed between the server's certificate and a trusted CA; -1: no
 	// limit.
 	Depth int
+	// Client is the client_certificate's certificates entity, presented
+	// when sidecall calls the service; nil: none.
+	Client *tls.Certificate
 
-	key string // the setting's identity (CA digests, depth, verify)
+	key string // the setting's identity (CA digests, depth, verify, client)
 }
 
 // Key identifies the setting: services with equal keys verify alike and
 // can share one transport.
 func (t ServiceTLS) Key() string {
 	if t.key == "" {
-		return serviceTLSKey(t.Verify, t.Depth, nil)
+		return serviceTLSKey(t.Verify, t.Depth, nil, "")
 	}
 	return t.key
 }
@@ -71,6 +78,9 @@ func (t ServiceTLS) Key() string {
 // ClientConfig is a tls.Config that verifies as the service says.
 func (t ServiceTLS) ClientConfig() *tls.Config {
 	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.Client != nil {
+		c.Certificates = []tls.Certificate{*t.Client}
+	}
 	if !t.Verify {
 		c.InsecureSkipVerify = true //nolint:gosec // the service's tls_verify: false
 		return c
@@ -251,16 +261,122 @@ func resolveServiceTLS(b *Builder, sc *ServiceConfig, at Path, u *url.URL, cas m
 		t.Roots = pool
 		t.CAIDs = append([]string(nil), sc.CACertificates...)
 	}
-	t.key = serviceTLSKey(t.Verify, t.Depth, digests)
+	client := ""
+	if sc.TLSSANs != nil && sc.TLSSANs.Tag != "!!null" {
+		b.WarnAt(at.Key("tls_sans"), "Envoy's cluster checks these names (validation_context match_typed_subject_alt_names); sidecall's own calls to this service (flow-callout) accept the host name only")
+	}
+	if ref := sc.ClientCertificate; ref != nil && cmp.Or(ref.ID, ref.Name) != "" {
+		if u != nil && u.Scheme != "https" {
+			b.Errorf(at.Key("client_certificate"), "only for a service with protocol https, got %s", u.Scheme)
+		}
+		t.Client, client = clientCertificate(b, cmp.Or(ref.ID, ref.Name))
+	}
+	t.key = serviceTLSKey(t.Verify, t.Depth, digests, client)
 	if !t.Verify { // nothing else matters
-		t.key = serviceTLSKey(false, -1, nil)
+		t.key = serviceTLSKey(false, -1, nil, client)
 	}
 	sc.tls = t
 }
 
-func serviceTLSKey(verify bool, depth int, digests []string) string {
+// certificateKeyPair is what a client_certificate uses of Kong's
+// certificates entity (its cert_alt, key_alt and snis are for serving).
+type certificateKeyPair struct {
+	Cert string `yaml:"cert"` // PEM, or a {vault://...} reference
+	Key  string `yaml:"key"`
+}
+
+// clientCertificate loads the certificates entity with that id, and its
+// digest; nil when there is none (checked after the plugins, see
+// warnClientCertificates) or offline with a vault reference.
+func clientCertificate(b *Builder, id string) (*tls.Certificate, string) {
+	n := b.certificates
+	if n == nil || n.Kind != yaml.SequenceNode {
+		return nil, ""
+	}
+	for i, e := range n.Content {
+		if e.Kind != yaml.MappingNode || !strings.EqualFold(mapValue(e, "id"), id) {
+			continue
+		}
+		at := Path("certificates").Index(i)
+		pair := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: e.Line}
+		for j := 0; j+1 < len(e.Content); j += 2 {
+			if k := e.Content[j].Value; k == "cert" || k == "key" {
+				pair.Content = append(pair.Content, e.Content[j], e.Content[j+1])
+			}
+		}
+		var c certificateKeyPair
+		b.Decode(pair, at, &c)
+		if b.offlineRefs[at.Key("cert")] || b.offlineRefs[at.Key("key")] {
+			return nil, ""
+		}
+		kp, err := tls.X509KeyPair([]byte(c.Cert), []byte(c.Key))
+		if err != nil {
+			b.Errorf(at, "client certificate: %v", err)
+			return nil, ""
+		}
+		sum := sha256.Sum256(kp.Certificate[0])
+		return &kp, hex.EncodeToString(sum[:])
+	}
+	return nil, ""
+}
+
+// certificateIDs are the ids of the certificates section's entries.
+func certificateIDs(n *yaml.Node) map[string]bool {
+	ids := map[string]bool{}
+	if n == nil || n.Kind != yaml.SequenceNode {
+		return ids
+	}
+	for _, e := range n.Content {
+		if e.Kind == yaml.MappingNode {
+			ids[strings.ToLower(mapValue(e, "id"))] = true
+		}
+	}
+	return ids
+}
+
+func mapValue(m *yaml.Node, key string) string {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key && m.Content[i+1].Kind == yaml.ScalarNode {
+			return m.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+// warnClientCertificates runs once the plugins are built: sidecall
+// presents a service's client certificate only when it calls the service
+// itself (a shared flow); for the rest Envoy's cluster must.
+func warnClientCertificates(b *Builder, cfg *Config) {
+	flows := map[string]bool{}
+	for _, es := range b.flowEdges {
+		for _, e := range es {
+			flows[e.to] = true
+		}
+	}
+	ids := certificateIDs(b.certificates)
+	for i := range cfg.Services {
+		sc := &cfg.Services[i]
+		ref := sc.ClientCertificate
+		if ref == nil || cmp.Or(ref.ID, ref.Name) == "" {
+			continue
+		}
+		at := Path("services").Index(i).Key("client_certificate")
+		id := cmp.Or(ref.ID, ref.Name)
+		switch {
+		case !ids[strings.ToLower(id)]:
+			b.WarnAt(at, "no certificates entity with id %q: sidecall calls this service without a client certificate; for the traffic Envoy proxies, set tls_certificates in the cluster's UpstreamTlsContext", id)
+		case !flows[sc.Name]:
+			b.WarnAt(at, "Envoy presents the client certificate for the traffic it proxies: set tls_certificates in the cluster's UpstreamTlsContext (sidecall presents it only when it calls this service as a shared flow)")
+		}
+	}
+}
+
+func serviceTLSKey(verify bool, depth int, digests []string, client string) string {
+	if client != "" {
+		client = "|client=" + client
+	}
 	if !verify {
-		return "verify=false"
+		return "verify=false" + client
 	}
 	d := append([]string(nil), digests...)
 	sort.Strings(d)
@@ -268,5 +384,5 @@ func serviceTLSKey(verify bool, depth int, digests []string) string {
 	if len(d) > 0 {
 		cas = strings.Join(d, ",")
 	}
-	return fmt.Sprintf("verify=true|depth=%d|cas=%s", depth, cas)
+	return fmt.Sprintf("verify=true|depth=%d|cas=%s", depth, cas) + client
 }

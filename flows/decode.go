@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync/atomic"
 
 	"gopkg.in/yaml.v3"
 )
@@ -23,7 +24,21 @@ func (b *Builder) Decode(node *yaml.Node, at Path, out any) {
 	if v.Kind() != reflect.Pointer || v.IsNil() {
 		panic("flows.Decode: out must be a non-nil pointer")
 	}
+	if h := decodeHook.Load(); h != nil {
+		(*h)(v.Elem().Type())
+	}
 	b.decode(node, at, v.Elem())
+}
+
+// decodeHook sees every type decoded; nil but under TraceDecodes.
+var decodeHook atomic.Pointer[func(reflect.Type)]
+
+// TraceDecodes makes every Builder.Decode report the type it decodes into
+// until stop is called: how a test reaches each plugin's config type
+// through the registry. f must be safe for the loads running meanwhile.
+func TraceDecodes(f func(reflect.Type)) (stop func()) {
+	decodeHook.Store(&f)
+	return func() { decodeHook.Store(nil) }
 }
 
 var nodeType = reflect.TypeOf(yaml.Node{})
@@ -151,6 +166,12 @@ func (b *Builder) decode(n *yaml.Node, at Path, v reflect.Value) {
 		}
 		if s != n.Value {
 			b.secrets[at] = true
+		}
+		if b.offline && isVaultRef(n.Value) {
+			if b.offlineRefs == nil {
+				b.offlineRefs = map[Path]bool{}
+			}
+			b.offlineRefs[at] = true // its value is unknown: later checks of it say nothing
 		}
 		if n.Style&yaml.LiteralStyle != 0 {
 			if b.literal == nil {
@@ -287,6 +308,9 @@ func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults ma
 	body := strings.TrimSuffix(strings.TrimPrefix(ref, "{vault://"), "}")
 	kind, rest, _ := strings.Cut(body, "/")
 	if v, ok := vaults[kind]; ok {
+		if v.unsupported != "" {
+			return "", unsupportedVault(ref, kind, v.unsupported)
+		}
 		if v.backend == "file" {
 			return resolveFSVault(ref, rest, v.prefix, dir)
 		}
@@ -319,7 +343,7 @@ func resolveVault(ref, dir string, lookup func(string) (string, bool), vaults ma
 		}
 		return s, nil
 	}
-	return "", fmt.Errorf("vault reference %q: unsupported vault %q (sidecall supports env, file, and vaults entities named env or fs)", ref, kind)
+	return "", unknownVault(ref, kind)
 }
 
 // resolveEnvVault is Kong's env vault: prefix + NAME with - as _,

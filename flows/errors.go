@@ -70,8 +70,30 @@ func (e FieldError) String() string {
 	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, p, e.Reason)
 }
 
+// Warning formats e as a warning: FILE:LINE: PATH: warning: REASON.
+func (e FieldError) Warning() string {
+	p := e.Path
+	if p == "" {
+		p = "(root)"
+	}
+	return fmt.Sprintf("%s:%d: %s: warning: %s", e.File, e.Line, p, e.Reason)
+}
+
+// message is PATH: REASON, or REASON for the whole file (for logs).
+func (e FieldError) message() string {
+	if e.Path == "" {
+		return e.Reason
+	}
+	return string(e.Path) + ": " + e.Reason
+}
+
 // ConfigError holds every problem found in a config file.
-type ConfigError struct{ Problems []FieldError }
+type ConfigError struct {
+	Problems []FieldError
+	// Warnings are what the load would have warned about, so a failed
+	// validate still says everything in one run.
+	Warnings []FieldError
+}
 
 func (e *ConfigError) Error() string {
 	lines := make([]string, len(e.Problems))

@@ -1,12 +1,14 @@
 package flows
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	"github.com/sidecall/sidecall/internal/graph"
 	"github.com/sidecall/sidecall/internal/httpx"
 
+	goyaml "github.com/goccy/go-yaml"
+	goyamlparser "github.com/goccy/go-yaml/parser"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 )
@@ -35,6 +39,15 @@ type LoadOptions struct {
 	// Lua in the sandbox; "off" rejects every Lua chunk and $(...)
 	// expression at load.
 	UntrustedLua string
+	// UnsupportedPlugins is what an enabled plugin sidecall does not run
+	// gets: "error" (or "") refuses the file; "warn" skips the plugin with
+	// a warning naming what does its job in Envoy.
+	UnsupportedPlugins string
+	// Offline checks vault references (syntax, and that their vault
+	// exists and is supported) without reading any value; checks of the
+	// values they stand for are skipped (validate on a machine without the
+	// secrets).
+	Offline bool
 }
 
 // CheckUntrustedLua validates an UntrustedLua value.
@@ -84,7 +97,12 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	if err := CheckUntrustedLua(o.UntrustedLua); err != nil {
 		return nil, err
 	}
+	if err := CheckUnsupportedPlugins(o.UnsupportedPlugins); err != nil {
+		return nil, fmt.Errorf("unsupported plugins: %w", err)
+	}
 	b.luaOff = o.UntrustedLua == "off"
+	b.warnUnsupported = o.UnsupportedPlugins == "warn"
+	b.offline = o.Offline
 
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -95,6 +113,14 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 		reason := strings.TrimPrefix(err.Error(), "yaml: ")
 		reason = yamlLine.ReplaceAllString(reason, "")
 		reason = strings.TrimLeft(reason, ": ")
+		if l, col, msg, ok := yamlErrorAt(data); ok && l > line {
+			// yaml.v3 names the line where the enclosing block began
+			reason = fmt.Sprintf("%s (column %d: %s)", reason, col, msg)
+			line = l
+		}
+		if strings.Contains(string(data), "${{") {
+			reason += "; " + templateHint(nil)
+		}
 		return nil, &ConfigError{Problems: []FieldError{{File: file, Line: line, Path: "", Reason: "invalid YAML: " + reason}}}
 	}
 	root := &doc
@@ -109,6 +135,7 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	}
 	redacted := redact(root)
 	root = dropIgnored(b, root)
+	templates := deckTemplates(root, "", nil) // the sections sidecall ignores need no hint
 
 	var cfg Config
 	b.Decode(root, "", &cfg)
@@ -116,22 +143,24 @@ func Load(file string, data []byte, o LoadOptions) (*Snapshot, error) {
 	if !b.Failed() && !o.NoProvision {
 		provision(b, active)
 	}
+	hintTemplates(b, templates)
 	if b.Failed() {
 		for _, c := range b.closers {
 			c()
 		}
 		b.Resources.release(b.leases)
-		ce := &ConfigError{Problems: b.problems}
+		ce := &ConfigError{Problems: b.problems, Warnings: b.warned}
 		ce.firstPerPath()
 		ce.sort()
 		return nil, ce
 	}
-	for _, w := range b.warnings {
-		o.Log.Warn(w, zap.String("file", file))
+	for _, w := range b.warned {
+		o.Log.Warn(w.message(), zap.String("file", file), zap.Int("line", w.Line))
 	}
 	s.File = file
 	s.Loaded = time.Now()
 	s.Warnings = b.warnings
+	s.WarningsAt = b.warned
 	s.Redacted = redacted
 	s.closers = b.closers
 	s.res, s.leases = b.Resources, b.leases
@@ -160,24 +189,110 @@ func dropIgnored(b *Builder, root *yaml.Node) *yaml.Node {
 	out := *root
 	out.Content = nil
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		k := root.Content[i].Value
-		if k == "vaults" {
-			loadVaults(b, root.Content[i+1])
-			continue
-		}
-		ignored := false
-		for _, s := range ignoredSections {
-			if k == s {
-				ignored = true
+		kn, val := root.Content[i], root.Content[i+1]
+		k := kn.Value
+		at := Path(k)
+		switch {
+		case k == "vaults":
+			loadVaults(b, val)
+		case k == "_plugin_configs":
+			loadPluginConfigs(b, val)
+		case ignoredSections[k] != "":
+			b.mark(at, kn)
+			switch k {
+			case "upstreams":
+				b.upstreams = upstreamNames(val)
+			case "certificates":
+				b.certificates = val // for services' client_certificate
 			}
+			b.WarnAt(at, "section %q is ignored: %s", k, ignoredSections[k])
+		case slices.Contains(credentialSections, k):
+			b.mark(at, kn)
+			b.WarnAt(at, "section %q is ignored: sidecall has no consumers (authentication belongs to Envoy: jwt_authn, ext_authz)", k)
+		case metaSections[k] != "":
+			b.mark(at, kn)
+			b.WarnAt(at, "%s", metaSections[k])
+		default:
+			out.Content = append(out.Content, kn, val)
 		}
-		if ignored {
-			b.Warnf("section %q is ignored: sidecall does not use Kong %s", k, k)
-			continue
-		}
-		out.Content = append(out.Content, root.Content[i], root.Content[i+1])
 	}
 	return &out
+}
+
+// upstreamNames are the names of the upstreams section's entries.
+func upstreamNames(n *yaml.Node) map[string]bool {
+	names := map[string]bool{}
+	if n.Kind != yaml.SequenceNode {
+		return names
+	}
+	for _, e := range n.Content {
+		if e.Kind != yaml.MappingNode {
+			continue
+		}
+		for i := 0; i+1 < len(e.Content); i += 2 {
+			if e.Content[i].Value == "name" && e.Content[i+1].Kind == yaml.ScalarNode {
+				names[e.Content[i+1].Value] = true
+			}
+		}
+	}
+	return names
+}
+
+// deckTemplate is decK's ${{ env "DECK_NAME" }}, rendered by deck file
+// render before Kong ever sees the file.
+var deckTemplate = regexp.MustCompile(`\$\{\{\s*env\s+"([^"]*)"\s*\}\}`)
+
+type templateAt struct {
+	at   Path
+	vars []string
+}
+
+// deckTemplates lists the values holding an unrendered decK template, in
+// file order, with the variables they name.
+func deckTemplates(n *yaml.Node, at Path, out []templateAt) []templateAt {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			out = deckTemplates(n.Content[i+1], at.Key(n.Content[i].Value), out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			out = deckTemplates(c, at.Index(i), out)
+		}
+	case yaml.ScalarNode:
+		if strings.Contains(n.Value, "${{") {
+			var vars []string
+			for _, m := range deckTemplate.FindAllStringSubmatch(n.Value, -1) {
+				vars = append(vars, m[1])
+			}
+			out = append(out, templateAt{at, vars})
+		}
+	}
+	return out
+}
+
+func templateHint(vars []string) string {
+	if len(vars) == 0 {
+		return `an unrendered decK template: run "deck file render" first, or set its variables`
+	}
+	return fmt.Sprintf(`an unrendered decK template: run "deck file render" first, or set %s`, strings.Join(vars, ", "))
+}
+
+// hintTemplates adds the hint to the problem at each templated value, or
+// warns where the value loaded as it is (it would be used literally).
+func hintTemplates(b *Builder, ts []templateAt) {
+	for _, t := range ts {
+		hinted := false
+		for i := range b.problems {
+			if b.problems[i].Path == t.at {
+				b.problems[i].Reason += " (" + templateHint(t.vars) + ")"
+				hinted = true
+			}
+		}
+		if !hinted {
+			b.WarnAt(t.at, "%s; sidecall uses the text as written", templateHint(t.vars))
+		}
+	}
 }
 
 type routeAt struct {
@@ -214,33 +329,78 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 	cas := loadCACertificates(b, cfg.CACertificates)
 
 	// Services.
+	svcByID := map[string]*Service{}
 	for i := range cfg.Services {
 		sc := &cfg.Services[i]
 		at := Path("services").Index(i)
+		if sc.Name == "" && sc.ID != "" { // Kong needs no name; plugins and flows name it somehow
+			sc.Name = sc.ID
+			b.WarnAt(at.Key("id"), "service has no name: sidecall names it by its id %q", sc.ID)
+		}
 		if sc.Name == "" {
-			b.Errorf(at, "service needs a name")
+			b.Errorf(at, "service needs a name or an id: add name: (what plugins and shared flows call it)")
 			continue
 		}
 		if _, dup := s.Services[sc.Name]; dup {
 			b.Errorf(at.Key("name"), "duplicate service name %q", sc.Name)
 			continue
 		}
+		if sc.ID != "" && svcByID[strings.ToLower(sc.ID)] != nil {
+			b.Errorf(at.Key("id"), "duplicate service id %q", sc.ID)
+			continue
+		}
+		warnFilterChains(b, sc.FilterChains, at.Key("filter_chains"))
 		u := serviceURL(b, sc, at)
+		if u != nil && b.upstreams[u.Hostname()] {
+			hp := at.Key("host")
+			if sc.URL != "" {
+				hp = at.Key("url")
+			}
+			b.WarnAt(hp, "names upstream %q, which sidecall ignores: Envoy's cluster for this service must provide its targets (sidecall itself would resolve %q by DNS, for a shared flow)", u.Hostname(), u.Hostname())
+		}
 		resolveServiceTLS(b, sc, at, u, cas)
-		s.Services[sc.Name] = &Service{Name: sc.Name, URL: u, Config: sc}
+		svc := &Service{Name: sc.Name, URL: u, Config: sc}
+		s.Services[sc.Name] = svc
+		if sc.ID != "" {
+			svcByID[strings.ToLower(sc.ID)] = svc
+		}
+	}
+	// A reference names a service or route by name or by id (Admin API
+	// exports refer by id).
+	serviceRef := func(ref *EntityRef) *Service {
+		if sv := s.Services[ref.Name]; ref.Name != "" && sv != nil {
+			return sv
+		}
+		return svcByID[strings.ToLower(cmp.Or(ref.ID, ref.Name))]
+	}
+	routeByID := map[string]*Route{}
+	routeRef := func(ref *EntityRef) *Route {
+		if r := s.byName[ref.Name]; ref.Name != "" && r != nil {
+			return r
+		}
+		return routeByID[strings.ToLower(cmp.Or(ref.ID, ref.Name))]
 	}
 
 	// Routes, nested and top-level.
 	var routes []routeAt
 	addRoute := func(rc *RouteConfig, svc *Service, at Path) {
+		if rc.Name == "" && rc.ID != "" {
+			rc.Name = rc.ID
+			b.WarnAt(at.Key("id"), "route has no name: sidecall names it by its id %q, which Envoy's route name (or x-sidecall-route) must then use", rc.ID)
+		}
 		if rc.Name == "" {
-			b.Errorf(at, "route needs a name (Envoy selects routes by name)")
+			b.Errorf(at, "route needs a name or an id (Envoy selects routes by name): add name: and give Envoy's route the same name")
 			return
 		}
 		if _, dup := s.byName[rc.Name]; dup {
 			b.Errorf(at.Key("name"), "duplicate route name %q", rc.Name)
 			return
 		}
+		if rc.ID != "" && routeByID[strings.ToLower(rc.ID)] != nil {
+			b.Errorf(at.Key("id"), "duplicate route id %q", rc.ID)
+			return
+		}
+		warnFilterChains(b, rc.FilterChains, at.Key("filter_chains"))
 		for j, m := range rc.Methods {
 			if !httpx.ValidMethod(m) {
 				b.Errorf(at.Key("methods").Index(j), "invalid method %q", m)
@@ -253,6 +413,9 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 		}
 		r := &Route{Name: rc.Name, Service: svc, Config: rc, Index: len(routes)}
 		s.byName[rc.Name] = r
+		if rc.ID != "" {
+			routeByID[strings.ToLower(rc.ID)] = r
+		}
 		routes = append(routes, routeAt{r, at})
 	}
 	for i := range cfg.Services {
@@ -270,9 +433,9 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 		at := Path("routes").Index(i)
 		var svc *Service
 		if rc.Service != nil {
-			svc = s.Services[rc.Service.Name]
+			svc = serviceRef(rc.Service)
 			if svc == nil {
-				b.Errorf(at.Key("service"), "no service named %q", rc.Service.Name)
+				b.Errorf(at.Key("service"), "no service %s", rc.Service)
 			}
 		}
 		addRoute(rc, svc, at)
@@ -288,29 +451,45 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 		at := Path("plugins").Index(i)
 		route, service := "", ""
 		if pc.Route != nil {
-			route = pc.Route.Name
-			if s.byName[route] == nil {
-				b.Errorf(at.Key("route"), "no route named %q", route)
+			r := routeRef(pc.Route)
+			if r == nil {
+				b.Errorf(at.Key("route"), "no route %s", pc.Route)
 				continue
 			}
+			route = r.Name
 		}
 		if pc.Service != nil {
-			service = pc.Service.Name
-			if s.Services[service] == nil {
-				b.Errorf(at.Key("service"), "no service named %q", service)
+			sv := serviceRef(pc.Service)
+			if sv == nil {
+				b.Errorf(at.Key("service"), "no service %s", pc.Service)
 				continue
 			}
+			service = sv.Name
 		}
 		add(pc, at, route, service)
 	}
 	for i := range cfg.Services {
 		sc := &cfg.Services[i]
 		for j := range sc.Plugins {
+			pc := &sc.Plugins[j]
 			at := Path("services").Index(i).Key("plugins").Index(j)
-			if sc.Plugins[j].Service != nil || sc.Plugins[j].Route != nil {
-				b.Errorf(at, "a plugin nested in a service cannot name a route or service")
+			if pc.Service != nil && serviceRef(pc.Service) != s.Services[sc.Name] {
+				b.Errorf(at.Key("service"), "a plugin nested in service %q cannot name another service", sc.Name)
+				continue
 			}
-			add(&sc.Plugins[j], at, "", sc.Name)
+			route := ""
+			if pc.Route != nil { // decK's service+route scope
+				r := routeRef(pc.Route)
+				if r == nil {
+					b.Errorf(at.Key("route"), "no route %s", pc.Route)
+					continue
+				}
+				route = r.Name
+				if r.Service == nil || r.Service.Name != sc.Name {
+					b.WarnAt(at.Key("route"), "route %q is not a route of service %q: this plugin never runs", route, sc.Name)
+				}
+			}
+			add(pc, at, route, sc.Name)
 		}
 		for j := range sc.Routes {
 			for k := range sc.Routes[j].Plugins {
@@ -336,16 +515,45 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 			b.Errorf(p.at, "plugin needs a name")
 			continue
 		}
-		if pc.Consumer != nil {
-			b.Errorf(p.at.Key("consumer"), "consumer-scoped plugins are not supported: sidecall has no consumers")
-			continue
+		if !boolOr(pc.Enabled, true) {
+			continue // Kong keeps a disabled plugin without running it: its consumer, partials, config are not ours
 		}
 		typ, known := b.Registry.Lookup(pc.Name)
-		if !boolOr(pc.Enabled, true) {
+		if !known {
+			if b.warnUnsupported {
+				b.WarnAt(p.at.Key("name"), "plugin %q is not run by sidecall; %s", pc.Name, unsupportedHint(pc.Name))
+			} else {
+				b.Errorf(p.at.Key("name"), "unknown plugin %q (sidecall has: %s); %s; set enabled: false to keep it in the file, or load with --unsupported-plugins warn",
+					pc.Name, strings.Join(b.Registry.Names(), ", "), unsupportedHint(pc.Name))
+			}
 			continue
 		}
-		if !known {
-			b.Errorf(p.at.Key("name"), "unknown plugin %q (sidecall has: %s); set enabled: false to keep it in the file", pc.Name, strings.Join(b.Registry.Names(), ", "))
+		if pc.ConsumerGroup != nil {
+			if b.warnUnsupported {
+				b.WarnAt(p.at.Key("consumer_group"), "consumer-group-scoped plugin %q is not run: sidecall has no consumers or consumer groups", pc.Name)
+			} else {
+				b.Errorf(p.at.Key("consumer_group"), "consumer-group-scoped plugins are not supported: sidecall has no consumers or consumer groups; set enabled: false to keep it in the file, or load with --unsupported-plugins warn")
+			}
+			continue
+		}
+		if pc.Condition != "" {
+			if b.warnUnsupported {
+				b.WarnAt(p.at.Key("condition"), "plugin %q is not run: sidecall cannot evaluate plugin conditions, and running it on every request would change what the file does", pc.Name)
+			} else {
+				b.Errorf(p.at.Key("condition"), "sidecall cannot evaluate plugin conditions: remove condition to run the plugin on every request of its scope, set enabled: false, or load with --unsupported-plugins warn to skip it")
+			}
+			continue
+		}
+		if pc.Consumer != nil {
+			if b.warnUnsupported {
+				b.WarnAt(p.at.Key("consumer"), "consumer-scoped plugin %q is not run: sidecall has no consumers", pc.Name)
+			} else {
+				b.Errorf(p.at.Key("consumer"), "consumer-scoped plugins are not supported: sidecall has no consumers")
+			}
+			continue
+		}
+		if pc.Partials != nil {
+			b.Errorf(p.at.Key("partials"), "partials are not supported: write the shared settings into the plugin's config")
 			continue
 		}
 		k := scopeKey{pc.Name, p.route, p.service}
@@ -363,8 +571,18 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 		if raw == nil {
 			raw = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 		}
+		if pc.ConfigSource != "" {
+			if raw = pluginConfigFrom(b, pc, p.at, raw); raw == nil {
+				continue
+			}
+		}
+		if pc.Name == "pre-function" || pc.Name == "post-function" {
+			raw = legacyFunctions(b, raw, p.at.Key("config"), cfg.FormatVersion)
+		}
 		before := len(b.problems)
+		b.failedFrom = before
 		plug, err := typ.New(b, raw, p.at.Key("config"))
+		b.failedFrom = 0
 		b.Scope = Scope{}
 		if err != nil {
 			b.Errorf(p.at.Key("config"), "%v", err)
@@ -374,11 +592,13 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 			continue
 		}
 		p.priority = typ.Priority
-		p.instance = &Instance{Plugin: plug, Name: pc.Name, Scope: Scope{Route: p.route, Service: p.service, PluginID: id}}
+		p.instance = &Instance{Plugin: plug, Name: pc.Name, Scope: Scope{Route: p.route, Service: p.service, PluginID: id},
+			protocols: pluginProtocols(b, pc.Protocols, p.at.Key("protocols"))}
 		active = append(active, p)
 	}
 	checkOrdering(b, active)
 	checkFlowCycles(b)
+	warnClientCertificates(b, cfg)
 
 	// Pipelines: per route, the most specific instance of each plugin name.
 	for _, ra := range routes {
@@ -425,6 +645,56 @@ func build(b *Builder, cfg *Config) (*Snapshot, []*pluginAt) {
 	return s, active
 }
 
+// legacyFunctions reads pre/post-function's functions (Kong 1.x/2.x's name
+// for access) as access in a 1.1 or 2.1 file, as deck file convert does;
+// in a 3.x file it is refused with the rename to make.
+func legacyFunctions(b *Builder, raw *yaml.Node, at Path, format string) *yaml.Node {
+	if raw.Kind != yaml.MappingNode {
+		return raw
+	}
+	fi, ai := -1, -1
+	for i := 0; i+1 < len(raw.Content); i += 2 {
+		switch raw.Content[i].Value {
+		case "functions":
+			fi = i
+		case "access":
+			ai = i
+		}
+	}
+	if fi < 0 {
+		return raw
+	}
+	fp := at.Key("functions")
+	b.mark(fp, raw.Content[fi])
+	if format != "1.1" && format != "2.1" {
+		if format == "" {
+			format = "3.0" // what the loader reads a file without one as
+		}
+		b.Errorf(fp, "functions was removed in Kong 3.0 (this file is _format_version %q): rename it to access, as deck file convert does", format)
+		return raw
+	}
+	if ai >= 0 {
+		b.Errorf(fp, "functions is the old name of access: set one of them, not both")
+		return raw
+	}
+	b.WarnAt(fp, "functions is Kong 2.x's name for access: read as access, as deck file convert does")
+	out := *raw
+	out.Content = append([]*yaml.Node(nil), raw.Content...)
+	key := *raw.Content[fi]
+	key.Value = "access"
+	out.Content[fi] = &key
+	return &out
+}
+
+// warnFilterChains warns about a service's or route's Wasm filter chains,
+// which sidecall does not run.
+func warnFilterChains(b *Builder, n *yaml.Node, at Path) {
+	if n == nil || (n.Kind == yaml.SequenceNode && len(n.Content) == 0) || n.Tag == "!!null" {
+		return
+	}
+	b.WarnAt(at, "Wasm filter chains are not run by sidecall: Envoy runs Wasm filters itself (the envoy.filters.http.wasm filter on this route or cluster)")
+}
+
 func serviceURL(b *Builder, sc *ServiceConfig, at Path) *url.URL {
 	if sc.Retries == 0 && !b.present(at.Key("retries")) {
 		sc.Retries = 5
@@ -443,13 +713,13 @@ func serviceURL(b *Builder, sc *ServiceConfig, at Path) *url.URL {
 		b.Errorf(at.Key("retries"), "must be between 0 and 32767, got %d", sc.Retries)
 	}
 	if sc.URL != "" {
-		if sc.Host != "" || sc.Protocol != "" || sc.Port != 0 || sc.Path != "" {
-			b.Errorf(at.Key("url"), "url is a shorthand for protocol, host, port and path: set either url or those")
-		}
 		u, err := url.Parse(sc.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			b.Errorf(at.Key("url"), "must be an absolute http(s) URL, got %q", sc.URL)
 			return nil
+		}
+		if over := overriddenByURL(sc, u); len(over) > 0 {
+			b.WarnAt(at.Key("url"), "url wins, as in Kong: %s ignored", strings.Join(over, ", "))
 		}
 		return u
 	}
@@ -478,6 +748,31 @@ func serviceURL(b *Builder, sc *ServiceConfig, at Path) *url.URL {
 		b.Errorf(at.Key("path"), "must start with /, got %q", sc.Path)
 	}
 	return &url.URL{Scheme: proto, Host: host, Path: sc.Path}
+}
+
+// overriddenByURL names the protocol, host, port and path fields whose
+// value differs from what the service's url says (Kong's url wins).
+func overriddenByURL(sc *ServiceConfig, u *url.URL) []string {
+	var over []string
+	if sc.Protocol != "" && sc.Protocol != u.Scheme {
+		over = append(over, "protocol")
+	}
+	if sc.Host != "" && sc.Host != u.Hostname() {
+		over = append(over, "host")
+	}
+	if sc.Port != 0 {
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		if strconv.Itoa(sc.Port) != port {
+			over = append(over, "port")
+		}
+	}
+	if sc.Path != "" && sc.Path != u.Path {
+		over = append(over, "path")
+	}
+	return over
 }
 
 // present tells whether the config wrote a value at path.
@@ -843,4 +1138,16 @@ func indexOutsideVault(s, chars string) int {
 // String of a snapshot, for logs.
 func (s *Snapshot) String() string {
 	return fmt.Sprintf("%d services, %d routes", len(s.Services), len(s.Routes))
+}
+
+// yamlErrorAt is where a second YAML parser (goccy/go-yaml) puts a syntax
+// error: yaml.v3 reports the line of the enclosing block instead, so a
+// mis-indented key on line 5 would be reported at line 2.
+func yamlErrorAt(data []byte) (line, col int, msg string, ok bool) {
+	_, err := goyamlparser.ParseBytes(data, 0)
+	var se *goyaml.SyntaxError
+	if !errors.As(err, &se) || se.Token == nil || se.Token.Position == nil {
+		return 0, 0, "", false
+	}
+	return se.Token.Position.Line, se.Token.Position.Column, se.Message, true
 }

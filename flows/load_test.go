@@ -257,8 +257,8 @@ func TestIgnoredSectionsWarn(t *testing.T) {
 		got = append(got, e.Message)
 	}
 	want := []string{
-		`section "consumers" is ignored: sidecall does not use Kong consumers`,
-		`section "upstreams" is ignored: sidecall does not use Kong upstreams`,
+		`consumers: section "consumers" is ignored: ` + ignoredSections["consumers"],
+		`upstreams: section "upstreams" is ignored: ` + ignoredSections["upstreams"],
 		`vaults[0]: vault "my-hcv" (hcv) is not supported by sidecall (env and fs are); references to it fail`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -337,7 +337,7 @@ func TestVaultEntities(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ vaults, ref, want string }{
-		{"  - name: hcv\n    prefix: my-hcv\n    config: {host: localhost}\n", "{vault://my-hcv/x}", "unsupported vault \"my-hcv\""},
+		{"  - name: hcv\n    prefix: my-hcv\n    config: {host: localhost}\n", "{vault://my-hcv/x}", "vault \"my-hcv\" is a hcv vault, which sidecall does not support"},
 		{"  - name: fs\n    prefix: fsv\n    config: {prefix: secrets}\n", "{vault://fsv/../kong.yml}", "must name a file inside the vault's directory"},
 		{"  - name: env\n    prefix: env\n", "{vault://env/TOKEN_URL}", "vaults[0].prefix: \"env\" is a built-in vault name"},
 		{"  - name: env\n    prefix: a\n  - name: env\n    prefix: a\n", "{vault://a/TOKEN_URL}", "vaults[1].prefix: duplicate vault prefix \"a\""},

@@ -37,11 +37,20 @@ type BodyFilterPlugin interface {
 }
 
 // Needs tells the processor what to ask Envoy for.
-type Needs struct{ RequestBody, ResponseHeaders, ResponseBody bool }
+type Needs struct {
+	RequestBody, ResponseHeaders, ResponseBody bool
+	// EarlyResponseHeaders: the access phase may set response headers on
+	// some requests (Exchange.SetResponseHeaderEarly). The processor asks
+	// for the response headers only on those, when access runs on the
+	// request headers; when it runs on the body it is too late to ask, so
+	// it always asks.
+	EarlyResponseHeaders bool
+}
 
 // Or merges two Needs.
 func (n Needs) Or(o Needs) Needs {
-	return Needs{n.RequestBody || o.RequestBody, n.ResponseHeaders || o.ResponseHeaders || o.ResponseBody || n.ResponseBody, n.ResponseBody || o.ResponseBody}
+	return Needs{n.RequestBody || o.RequestBody, n.ResponseHeaders || o.ResponseHeaders || o.ResponseBody || n.ResponseBody,
+		n.ResponseBody || o.ResponseBody, n.EarlyResponseHeaders || o.EarlyResponseHeaders}
 }
 
 // NeedsReporter is implemented by plugins that need more than request headers.
@@ -118,13 +127,29 @@ type Builder struct {
 	hidden   *strings.Replacer      // secret values → their {vault://...} references
 	hide     [][2]string            // {secret value, reference} pairs
 	luaOff   bool                   // untrusted_lua off
+	tplNames map[string]bool        // what $(...) may read (templateNames)
 	lines    map[Path]int
 	literal  map[Path]bool // string values written as | blocks: their line N is on file line lines[path]+N
 	secrets  map[Path]bool
 	problems []FieldError
 	closers  []func()
-	leases   []string // Resources keys held by this load
-	warnings []string
+	leases   []string     // Resources keys held by this load
+	warnings []string     // warned as PATH: REASON
+	warned   []FieldError // with their lines
+	// failedFrom is where the problems of the plugin being built start:
+	// Failed answers for that plugin alone, so one bad route does not hide
+	// a plugin's later checks (cycles) from the same run.
+	failedFrom int
+	// offline checks vault references without reading values; offlineRefs
+	// are the paths holding one, whose value is unknown.
+	offline     bool
+	offlineRefs map[Path]bool
+	// warnUnsupported: an enabled plugin sidecall lacks is a warning.
+	warnUnsupported bool
+	upstreams       map[string]bool // names of the ignored upstreams entities
+	certificates    *yaml.Node      // the certificates section, for client_certificate
+	// pluginConfigs are decK's _plugin_configs, by name (a plugin's _config).
+	pluginConfigs map[string]*yaml.Node
 }
 
 // NewBuilder returns a Builder for file.
@@ -193,12 +218,42 @@ func (b *Builder) Errorf(at Path, format string, args ...any) {
 }
 
 func (b *Builder) errorAt(line int, at Path, reason string) {
+	if b.offlineRefs[at] {
+		return
+	}
 	b.problems = append(b.problems, FieldError{File: b.File, Line: line, Path: at, Reason: b.redact(reason)})
 }
 
-// Warnf records a warning to log once the load succeeds.
+// Warnf records a warning. A leading "%s: " with a Path argument is the
+// warning's path (the form plugins use), so it gets its line.
 func (b *Builder) Warnf(format string, args ...any) {
-	b.warnings = append(b.warnings, b.redact(fmt.Sprintf(format, args...)))
+	if at, ok := firstPath(args); ok && strings.HasPrefix(format, "%s: ") {
+		b.WarnAt(at, format[4:], args[1:]...)
+		return
+	}
+	b.WarnAt("", format, args...)
+}
+
+func firstPath(args []any) (Path, bool) {
+	if len(args) == 0 {
+		return "", false
+	}
+	p, ok := args[0].(Path)
+	return p, ok
+}
+
+// WarnAt records a warning about the value at path at: what the load
+// accepts but sidecall ignores or changes. The same warning twice is kept
+// once.
+func (b *Builder) WarnAt(at Path, format string, args ...any) {
+	w := FieldError{File: b.File, Line: b.Line(at), Path: at, Reason: b.redact(fmt.Sprintf(format, args...))}
+	for _, o := range b.warned {
+		if o.Path == w.Path && o.Reason == w.Reason {
+			return
+		}
+	}
+	b.warned = append(b.warned, w)
+	b.warnings = append(b.warnings, w.message())
 }
 
 // hideSecret makes every later problem or warning show ref instead of the
@@ -230,11 +285,15 @@ func (b *Builder) redact(s string) string {
 	return b.hidden.Replace(s)
 }
 
-// Failed tells whether any problem was recorded.
-func (b *Builder) Failed() bool { return len(b.problems) > 0 }
+// Failed tells whether any problem was recorded; inside a plugin's
+// Factory, whether any was recorded for that plugin.
+func (b *Builder) Failed() bool { return len(b.problems) > b.failedFrom }
 
-// Warnings returns the recorded warnings.
+// Warnings returns the recorded warnings as "PATH: REASON".
 func (b *Builder) Warnings() []string { return b.warnings }
+
+// WarningsAt returns the recorded warnings with their paths and lines.
+func (b *Builder) WarningsAt() []FieldError { return b.warned }
 
 // Problems returns the recorded problems.
 func (b *Builder) Problems() []FieldError { return b.problems }

@@ -45,6 +45,8 @@ type Snapshot struct {
 	// Warnings are what the load accepted but sidecall ignores or changes
 	// (also logged at warn), secrets hidden.
 	Warnings []string
+	// WarningsAt are the same warnings with their paths and lines.
+	WarningsAt []FieldError
 
 	byName       map[string]*Route
 	router       *Router

@@ -18,12 +18,15 @@ import (
 // backends that need no service: env (environment variables) and fs
 // (files), so a pasted {vault://<prefix>/...} works as in Kong.
 type VaultConfig struct {
-	ID          string             `yaml:"id"`
-	Name        string             `yaml:"name"`
-	Prefix      string             `yaml:"prefix"`
-	Description string             `yaml:"description"`
-	Config      VaultBackendConfig `yaml:"config"`
-	Tags        []string           `yaml:"tags"`
+	EntityMeta  `yaml:",inline"`
+	ID          string   `yaml:"id"`
+	Name        string   `yaml:"name"`
+	Prefix      string   `yaml:"prefix"`
+	Description string   `yaml:"description"`
+	Tags        []string `yaml:"tags"`
+	// Config is decoded as VaultBackendConfig for env and fs; another
+	// backend's config is not sidecall's to check.
+	Config *yaml.Node `yaml:"config"`
 }
 
 // VaultBackendConfig holds the env and fs vaults' config fields.
@@ -37,6 +40,9 @@ type vaultEntity struct {
 	backend string // "env" or "file"
 	prefix  string // env variable prefix, or the fs directory
 	base64  bool
+	// unsupported names the backend of a vault sidecall cannot read
+	// (hcv, aws...): only a reference to it is an error.
+	unsupported string
 }
 
 var vaultPrefix = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
@@ -63,25 +69,29 @@ func loadVaults(b *Builder, n *yaml.Node) {
 			continue
 		}
 		var ev vaultEntity
+		var bc VaultBackendConfig
+		if v.Name == "env" || v.Name == "fs" {
+			b.Decode(v.Config, at.Key("config"), &bc)
+		}
 		switch v.Name {
 		case "env":
-			ev = vaultEntity{backend: "env", prefix: v.Config.Prefix, base64: v.Config.Base64Decode}
+			ev = vaultEntity{backend: "env", prefix: bc.Prefix, base64: bc.Base64Decode}
 		case "fs":
-			if v.Config.Prefix == "" {
+			if bc.Prefix == "" {
 				b.Errorf(at+".config.prefix", "required for the fs vault (the secrets directory)")
 				continue
 			}
-			if v.Config.Base64Decode {
+			if bc.Base64Decode {
 				b.Errorf(at+".config.base64_decode", "only for the env vault")
 				continue
 			}
-			ev = vaultEntity{backend: "file", prefix: v.Config.Prefix}
+			ev = vaultEntity{backend: "file", prefix: bc.Prefix}
 		case "":
 			b.Errorf(at+".name", "required")
 			continue
 		default:
-			b.Warnf("vaults[%d]: vault %q (%s) is not supported by sidecall (env and fs are); references to it fail", i, v.Prefix, v.Name)
-			continue
+			b.WarnAt(at, "vault %q (%s) is not supported by sidecall (env and fs are); references to it fail", v.Prefix, v.Name)
+			ev = vaultEntity{unsupported: v.Name}
 		}
 		if b.vaults == nil {
 			b.vaults = map[string]vaultEntity{}
@@ -159,6 +169,9 @@ func (b *Builder) vaultRefs() *vaultSet {
 // resolveRef resolves a reference the config names, adds it to the load's
 // allow-set and hides its value from every later problem and warning.
 func (b *Builder) resolveRef(ref string) (string, error) {
+	if b.offline {
+		return ref, checkVaultRef(ref, b.Dir, b.vaults)
+	}
 	v, err := resolveVault(ref, b.Dir, b.LookupEnv, b.vaults)
 	if err != nil {
 		return "", err
@@ -187,6 +200,45 @@ func (b *Builder) luaRefs(code string, at Path) bool {
 		}
 	}
 	return ok
+}
+
+// checkVaultRef is resolveVault without reading anything (offline): the
+// reference names something, its vault exists and is supported, and a
+// file stays, as written, where the file vaults may read.
+func checkVaultRef(ref, dir string, vaults map[string]vaultEntity) error {
+	body := strings.TrimSuffix(strings.TrimPrefix(ref, "{vault://"), "}")
+	kind, rest, _ := strings.Cut(body, "/")
+	v, declared := vaults[kind]
+	switch {
+	case declared && v.unsupported != "":
+		return unsupportedVault(ref, kind, v.unsupported)
+	case declared && v.backend == "file":
+		if rest == "" || !filepath.IsLocal(rest) {
+			return fmt.Errorf("vault reference %q must name a file inside the vault's directory", ref)
+		}
+	case !declared && kind == "file":
+		if rest == "" {
+			return fmt.Errorf("vault reference %q names no file", ref)
+		}
+		if !within(absUnder(dir, rest), fileRoots(dir, vaults)) {
+			return fmt.Errorf("vault reference %q: file is outside the config directory and the fs vaults' directories", ref)
+		}
+	case declared, kind == "env":
+		if name, _, _ := strings.Cut(rest, "/"); name == "" {
+			return fmt.Errorf("vault reference %q names no variable", ref)
+		}
+	default:
+		return unknownVault(ref, kind)
+	}
+	return nil
+}
+
+func unsupportedVault(ref, kind, backend string) error {
+	return fmt.Errorf("vault reference %q: vault %q is a %s vault, which sidecall does not support (env and fs are)", ref, kind, backend)
+}
+
+func unknownVault(ref, kind string) error {
+	return fmt.Errorf("vault reference %q: unsupported vault %q (sidecall supports env, file, and vaults entities named env or fs)", ref, kind)
 }
 
 const notWhole = "a vault reference must be the whole value"
