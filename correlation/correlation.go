@@ -118,6 +118,9 @@ func (p *correlationID) Access(_ context.Context, x *flows.Exchange) error {
 		x.SetHeader(p.header, v)
 	}
 	x.Shared[SharedKey] = v
+	// One id per request: error bodies' request_id and Kafka's
+	// correlation id (kafka-request-reply) are this value too.
+	x.SetID(v)
 	return nil
 }
 

@@ -2,12 +2,16 @@ package correlation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sidecall/sidecall/flows"
 )
@@ -97,5 +101,32 @@ func TestCounterGeneratorCountsFromOne(t *testing.T) {
 	}
 	if !strings.HasSuffix(ids[0], "#1") || !strings.HasSuffix(ids[1], "#2") || ids[0][:36] != ids[1][:36] {
 		t.Fatalf("ids %q: want one uuid then #1, #2", ids)
+	}
+}
+
+// One id per request: after correlation-id runs, an error body's
+// request_id is its value, not Envoy's x-request-id, and the log lines
+// name both.
+func TestErrorBodiesNameTheCorrelationID(t *testing.T) {
+	s := load(t, "{header_name: X-Correlation-ID, generator: uuid}")
+	core, logs := observer.New(zap.InfoLevel)
+	x := flows.NewExchange("envoy-id", flows.Request{Headers: flows.Headers{}}, zap.New(core))
+	if err := s.Global.Serve(context.Background(), flows.PhaseAccess, x, nil); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := x.Shared[SharedKey].(string)
+	if id == "" || x.ID != id {
+		t.Fatalf("x.ID %q, correlation id %q", x.ID, id)
+	}
+	var body struct {
+		RequestID string `json:"request_id"`
+	}
+	rep := flows.ErrorReply(x, errors.New("boom"))
+	if err := json.Unmarshal(rep.Body, &body); err != nil || body.RequestID != id {
+		t.Errorf("error body %s, want request_id %q", rep.Body, id)
+	}
+	x.Log.Info("plugin line")
+	if e := logs.FilterMessage("plugin line").All(); len(e) != 1 || e[0].ContextMap()["correlation_id"] != id {
+		t.Errorf("plugin log lines %v, want correlation_id %q", e, id)
 	}
 }

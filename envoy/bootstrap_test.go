@@ -48,8 +48,12 @@ func TestShippedMessageTimeoutMatchesBootstraps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := extProcOf(t, b).GetMessageTimeout().AsDuration(); got != ShippedMessageTimeout {
+		ep := extProcOf(t, b)
+		if got := ep.GetMessageTimeout().AsDuration(); got != ShippedMessageTimeout {
 			t.Errorf("%s: message_timeout %v, SidecallDefaults uses %v", f, got, ShippedMessageTimeout)
+		}
+		if !ep.GetMutationRules().GetAllowAllRouting().GetValue() {
+			t.Errorf("%s: mutation_rules.allow_all_routing is not true, SidecallDefaults sets it", f)
 		}
 	}
 }

@@ -470,6 +470,7 @@ services:
     routes:
       - name: orders
         paths: [/api/orders]
+        strip_path: false
         plugins:
           - name: flow-callout
             config:
@@ -537,6 +538,7 @@ services:
     routes:
       - name: orders
         paths: [/api/orders]
+        strip_path: false
         plugins:
           - name: flow-callout
             config: {shared_flow_service_name: flow-a}
@@ -848,6 +850,7 @@ services:
     routes:
       - name: orders
         paths: [/api/orders]
+        strip_path: false
         plugins:
           - name: flow-callout
             config:

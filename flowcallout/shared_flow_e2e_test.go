@@ -227,6 +227,7 @@ services:
     routes:
       - name: orders
         paths: [/api/orders]
+        strip_path: false
         plugins:
           - name: flow-callout
             config:

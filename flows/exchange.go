@@ -29,8 +29,10 @@ func (p Phase) String() string {
 	return "unknown"
 }
 
-// Request is the client request as the upstream will see it. Read it freely;
-// change it only through the Exchange's Set* methods so the change is sent.
+// Request is the client request as the upstream will see it, but for the
+// route's own path and host rewrite (UpstreamURI): Path stays the client's,
+// as Kong's kong.request.get_path. Read it freely; change it only through
+// the Exchange's Set* methods so the change is sent.
 type Request struct {
 	Method    string
 	Scheme    string
@@ -88,6 +90,7 @@ type Exchange struct {
 	reqHeadersChanged  []string
 	respHeadersChanged []string
 	pathChanged        bool
+	pathSet            bool // SetPath: the plugin's path replaces upPath, as Kong's set_path does
 	methodChanged      bool
 	bodyChanged        bool
 	respBodyChanged    bool
@@ -98,6 +101,13 @@ type Exchange struct {
 	// applies them when the response phases start.
 	early []respHeaderOp
 	base  *zap.Logger // Log without request fields, for error logs
+
+	// upPath and upAuthority are Kong's upstream path and host for the
+	// route (Snapshot.SelectRoute), "" when the client's stand; upSent once
+	// they went with a request mutation.
+	upPath, upAuthority string
+	upSent              bool
+	idSet               bool // SetID ran
 }
 
 type respHeaderOp struct {
@@ -127,6 +137,17 @@ func (x *Exchange) applyEarlyResponseHeaders() {
 		}
 	}
 }
+
+// SetResponseHeaderEarly sets a response header from the access phase, as
+// kong.response.set_header does there: it applies when the response (or a
+// local reply) goes through the response phases.
+func (x *Exchange) SetResponseHeaderEarly(name, value string) {
+	x.early = append(x.early, respHeaderOp{'s', name, value})
+}
+
+// HasEarlyResponseHeaders tells whether response header changes wait for
+// the response.
+func (x *Exchange) HasEarlyResponseHeaders() bool { return len(x.early) > 0 }
 
 // BodyChanged tells whether a plugin replaced the request body since the
 // last ResetChanges.
@@ -182,8 +203,47 @@ func addName(names []string, name string) []string {
 	return append(names, name)
 }
 
-// SetPath changes the upstream path (without the query).
-func (x *Exchange) SetPath(p string) { x.Request.Path = p; x.pathChanged = true }
+// SetPath changes the upstream path (without the query). Like Kong's
+// set_path it replaces the route's upstream path (strip_path, service path).
+func (x *Exchange) SetPath(p string) { x.Request.Path = p; x.pathChanged = true; x.pathSet = true }
+
+// SetID makes id the request's id from here on (the correlation-id
+// plugin's value): error bodies and their log lines name it. Log lines
+// that named the id the request began with name this one as correlation_id.
+func (x *Exchange) SetID(id string) {
+	if id == "" || id == x.ID {
+		return
+	}
+	if x.ID == "" {
+		x.Log = x.Log.WithLazy(zap.String("request_id", id))
+	} else {
+		x.Log = x.Log.WithLazy(zap.String("correlation_id", id))
+	}
+	x.ID = id
+	x.idSet = true
+}
+
+// CorrelationID is the id SetID gave the request (the correlation-id
+// plugin's value), or "" when no plugin set one.
+func (x *Exchange) CorrelationID() string {
+	if !x.idSet {
+		return ""
+	}
+	return x.ID
+}
+
+// UpstreamURI is the :path to send: the path a plugin set, else the
+// route's upstream path, else the client's; then the query.
+func (x *Exchange) UpstreamURI() string {
+	p := x.Request.Path
+	if !x.pathSet && x.upPath != "" {
+		p = x.upPath
+	}
+	if x.Request.RawQuery != "" {
+		p += "?" + x.Request.RawQuery
+	}
+	return p
+}
 
 // SetRawQuery changes the upstream query string (without the '?').
 func (x *Exchange) SetRawQuery(q string) { x.Request.RawQuery = q; x.pathChanged = true }
@@ -252,17 +312,27 @@ func (x *Exchange) Respond(status int, headers Headers, body []byte) {
 type Changes struct {
 	RequestHeaders  []string // lower-case names set, added or removed
 	ResponseHeaders []string
-	Path            bool // path or query
-	Method          bool
-	Body            bool
-	ResponseBody    bool
-	Status          bool
+	Path            bool // a plugin changed the path or query: send UpstreamURI and re-route
+	// RoutePath: the route's upstream path (strip_path, service path)
+	// differs from the client's: send UpstreamURI, the route stays.
+	RoutePath bool
+	// Authority is the service host for :authority (preserve_host false),
+	// "" to keep the client's; a plugin's host header wins over it.
+	Authority    string
+	Method       bool
+	Body         bool
+	ResponseBody bool
+	Status       bool
 }
 
 // Changes returns what changed since the last ResetChanges.
 func (x *Exchange) Changes() Changes {
 	c := Changes{Path: x.pathChanged, Method: x.methodChanged, Body: x.bodyChanged,
-		ResponseBody: x.respBodyChanged, Status: x.statusChanged}
+		ResponseBody: x.respBodyChanged, Status: x.statusChanged,
+		RoutePath: x.upPath != "" && !x.pathSet && !x.upSent}
+	if !x.upSent {
+		c.Authority = x.upAuthority
+	}
 	c.RequestHeaders = append([]string(nil), x.reqHeadersChanged...)
 	c.ResponseHeaders = append([]string(nil), x.respHeadersChanged...)
 	return c
@@ -273,4 +343,5 @@ func (x *Exchange) ResetChanges() {
 	x.reqHeadersChanged, x.respHeadersChanged = nil, nil
 	x.pathChanged, x.methodChanged, x.bodyChanged = false, false, false
 	x.respBodyChanged, x.statusChanged = false, false
+	x.upSent = true
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sidecall/sidecall/internal/tracing"
 )
 
 // Instance is a plugin placed in a pipeline, with where it came from.
@@ -14,6 +18,8 @@ type Instance struct {
 	access AccessPlugin
 	header HeaderFilterPlugin
 	body   BodyFilterPlugin
+	// protocols are the plugin's Kong protocols (protocols.go); 0 = all.
+	protocols protoSet
 }
 
 // Pipeline is a route's plugins in run order, compiled once at load.
@@ -76,7 +82,11 @@ func (p *Pipeline) Run(ctx context.Context, phase Phase, x *Exchange, obs Observ
 		return nil
 	}
 	x.Phase = phase
+	traced := tracing.Recording(ctx)
 	for _, in := range p.Instances {
+		if in.protocols != 0 && !in.runsFor(x) {
+			continue
+		}
 		var f func(context.Context, *Exchange) error
 		switch phase {
 		case PhaseAccess:
@@ -96,7 +106,9 @@ func (p *Pipeline) Run(ctx context.Context, phase Phase, x *Exchange, obs Observ
 			continue
 		}
 		var err error
-		if obs != nil {
+		if traced {
+			err = tracedRun(ctx, x, f, in, phase, obs)
+		} else if obs != nil {
 			err = observed(ctx, x, f, in, phase, obs)
 		} else {
 			err = f(ctx, x)
@@ -127,5 +139,33 @@ func observed(ctx context.Context, x *Exchange, f func(context.Context, *Exchang
 	err = f(ctx, x)
 	returned = true
 	obs(in, phase, time.Since(start), err)
+	return err
+}
+
+// tracedRun runs f (observed, if obs is set) in its own span, the parent
+// of the spans the plugin starts (callouts, Kafka, shared flows).
+func tracedRun(ctx context.Context, x *Exchange, f func(context.Context, *Exchange) error, in *Instance, phase Phase, obs Observer) (err error) {
+	route := ""
+	if x.Route != nil {
+		route = x.Route.Name
+	}
+	ctx, span := tracing.Start(ctx, "plugin "+in.Name, trace.SpanKindInternal, tracing.Plugin.String(in.Name),
+		tracing.Phase.String(phase.String()), tracing.Route.String(route), tracing.PluginID.String(in.Scope.PluginID))
+	returned := false
+	defer func() {
+		if !returned {
+			err = errPanicked
+		}
+		if phase == PhaseAccess && x.Reply != nil {
+			span.SetAttributes(tracing.HTTPStatus.Int(x.Reply.Status))
+		}
+		tracing.EndError(span, err)
+	}()
+	if obs != nil {
+		err = observed(ctx, x, f, in, phase, obs)
+	} else {
+		err = f(ctx, x)
+	}
+	returned = true
 	return err
 }

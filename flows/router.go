@@ -49,12 +49,19 @@ import (
 //
 // Not done: Kong's path normalization (percent-decoding, dot segments)
 // before matching; the caller passes the path as Envoy sends it. snis,
-// sources and destinations do not exist here.
+// sources and destinations do not exist here. What a route does to the
+// upstream path and host (strip_path, path_handling, preserve_host) is in
+// upstream.go.
 type Router struct {
 	entries []routeEntry
 	// captured lists, per route with capture groups, its regex entries:
 	// a route Envoy names still gets Kong's uri_captures.
 	captured map[*Route][]int
+	// withPaths lists, per route with paths, its entries in match order:
+	// what its path matched, for strip_path, whoever chose the route.
+	withPaths map[*Route][]int
+	// up is each route's upstream path and host settings (upstream.go).
+	up map[*Route]*routeUpstream
 }
 
 // routeEntry is one route with one group of its paths: the unit Kong ranks.
@@ -102,7 +109,7 @@ type pathRegex struct {
 // NewRouter compiles the routes' matching rules. Problems are reported to b
 // at the route's path (paths[i]) and the route is left out of matching.
 func NewRouter(b *Builder, routes []*Route, paths []Path) *Router {
-	r := &Router{}
+	r := &Router{up: map[*Route]*routeUpstream{}}
 	for i, rt := range routes {
 		if rt == nil || rt.Config == nil {
 			continue
@@ -112,10 +119,17 @@ func NewRouter(b *Builder, routes []*Route, paths []Path) *Router {
 			at = paths[i]
 		}
 		r.entries = append(r.entries, compileRoute(b, rt, at)...)
+		r.up[rt] = compileUpstream(b, rt, at)
 	}
 	sort.SliceStable(r.entries, func(i, j int) bool { return r.entries[i].before(&r.entries[j]) })
 	for i := range r.entries {
 		e := &r.entries[i]
+		if len(e.prefixes) > 0 || len(e.regexes) > 0 {
+			if r.withPaths == nil {
+				r.withPaths = map[*Route][]int{}
+			}
+			r.withPaths[e.route] = append(r.withPaths[e.route], i)
+		}
 		for _, pr := range e.regexes {
 			if pr.groups {
 				if r.captured == nil {
@@ -141,6 +155,33 @@ func (r *Router) Captures(route *Route, path string) Captures {
 		}
 	}
 	return Captures{}
+}
+
+// matched returns how many bytes of path the route's path rules matched
+// (Kong's matched_path: the prefix, or a regex's whole match), trying them
+// in match order; 0 when none matches (a route Envoy chose by name).
+func (r *Router) matched(route *Route, path string) int {
+	for _, i := range r.withPaths[route] {
+		e := &r.entries[i]
+		for _, p := range e.prefixes {
+			if strings.HasPrefix(path, p) {
+				return len(p)
+			}
+		}
+		if path == "" {
+			continue
+		}
+		for j := range e.regexes {
+			pr := &e.regexes[j]
+			if !strings.HasPrefix(path, pr.literal) {
+				continue
+			}
+			if loc := pr.re.FindStringIndex(path); loc != nil {
+				return loc[1]
+			}
+		}
+	}
+	return 0
 }
 
 func (e *routeEntry) before(o *routeEntry) bool {

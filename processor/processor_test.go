@@ -77,6 +77,8 @@ func registry() *flows.Registry {
 	return r
 }
 
+// testConfig's routes keep the client's path and host (strip_path: false,
+// preserve_host: true), so a pass-through reply carries no mutation.
 const testConfig = `
 services:
   - name: svc
@@ -84,16 +86,24 @@ services:
     routes:
       - name: plain
         paths: ["/plain"]
+        strip_path: false
+        preserve_host: true
       - name: corr
         paths: ["/corr"]
+        strip_path: false
+        preserve_host: true
         plugins:
           - name: echo-id
       - name: boom
         paths: ["/boom"]
+        strip_path: false
+        preserve_host: true
         plugins:
           - name: panic
       - name: body
         paths: ["/body"]
+        strip_path: false
+        preserve_host: true
         plugins:
           - name: body
 `

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -74,6 +76,9 @@ type stream struct {
 	out        extprocv3.ExternalProcessor_ProcessServer
 	msgs       int
 	extendedAt int
+
+	span   trace.Span // the stream's span; nil with tracing off
+	status int        // the local reply's status, for the span
 }
 
 func newStream(s *Server, snap *flows.Snapshot, ctx context.Context) *stream {
@@ -214,9 +219,8 @@ func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) 
 		copyHeaders(st.x.Request.Headers, hm)
 	}
 	route, caps := st.selectRoute(req)
+	st.snap.SelectRoute(st.x, route, caps)
 	if route != nil {
-		st.x.Route = route
-		st.x.Captures = caps
 		st.pipe = route.Pipeline
 		st.route = route.Name
 	} else {
@@ -224,6 +228,14 @@ func (st *stream) begin(req *extprocv3.ProcessingRequest, hm *corev3.HeaderMap) 
 	}
 	st.needs = st.pipe.Needs()
 	st.srv.metrics.routeStream(st.route).Inc()
+	if st.srv.tracer != nil && st.span == nil {
+		st.startSpan(hm)
+		if st.span.IsRecording() {
+			// The span ends with the response's status, and spans the
+			// upstream call.
+			st.needs.ResponseHeaders = true
+		}
+	}
 	if !st.pipe.Empty() {
 		if !st.snap.MatchUsesHeaders() {
 			copyHeaders(st.x.Request.Headers, hm) // not done for the router
@@ -382,10 +394,19 @@ func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
 		st.reach(stepRequestDone)
 		st.x.Request.HasBody = true // no body: known, and empty (Kong's get_raw_body gives "")
 	}
+	if st.wantReqBody && st.needs.EarlyResponseHeaders {
+		st.needs.ResponseHeaders = true // access runs on the body: too late to ask then
+	}
 	mode := modeOverride(st.wantReqBody, st.needs.ResponseHeaders, st.needs.ResponseBody)
 	if st.wantReqBody {
+		// The route's upstream path and host are known already: sent now,
+		// they stand even when the body ends in trailers.
+		common, err := st.requestMutation(false)
+		if err != nil {
+			return st.fail(err)
+		}
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-			RequestHeaders: &extprocv3.HeadersResponse{}}, ModeOverride: mode}
+			RequestHeaders: &extprocv3.HeadersResponse{Response: st.upstreamTrace(common)}}, ModeOverride: mode}
 	}
 	st.serve(flows.PhaseAccess)
 	if st.x.Reply != nil {
@@ -395,9 +416,14 @@ func (st *stream) onRequestHeaders(eos bool) *extprocv3.ProcessingResponse {
 	if err != nil {
 		return st.fail(err)
 	}
+	if !st.needs.ResponseHeaders && st.x.HasEarlyResponseHeaders() {
+		// Asked for on this request only (e.g. request-callout's partial marker).
+		st.needs.ResponseHeaders = true
+		mode = modeOverride(false, true, st.needs.ResponseBody)
+	}
 	st.done = !st.needs.ResponseHeaders
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}, ModeOverride: mode}
+		RequestHeaders: &extprocv3.HeadersResponse{Response: st.upstreamTrace(common)}}, ModeOverride: mode}
 }
 
 func (st *stream) onRequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
@@ -524,7 +550,7 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 // requestMutation turns the Exchange's request changes into a reply.
 func (st *stream) requestMutation(bodyPhase bool) (*extprocv3.CommonResponse, error) {
 	c := st.x.Changes()
-	if len(c.RequestHeaders) == 0 && !c.Path && !c.Method && !c.Body {
+	if len(c.RequestHeaders) == 0 && !c.Path && !c.RoutePath && c.Authority == "" && !c.Method && !c.Body {
 		return nil, nil
 	}
 	r := &st.x.Request
@@ -533,16 +559,19 @@ func (st *stream) requestMutation(bodyPhase bool) (*extprocv3.CommonResponse, er
 		return nil, err
 	}
 	common := &extprocv3.CommonResponse{HeaderMutation: hm}
-	if c.Path {
-		p := r.Path
-		if r.RawQuery != "" {
-			p += "?" + r.RawQuery
-		}
+	if c.Path || c.RoutePath {
+		p := st.x.UpstreamURI()
 		if err := checkValue(p); err != nil {
 			return nil, err
 		}
 		hm.SetHeaders = append(hm.SetHeaders, setOpt(":path", p, false))
-		common.ClearRouteCache = true
+		// A plugin's new path may pick another Envoy route; the route's
+		// own rewrite (strip_path) must not.
+		common.ClearRouteCache = c.Path
+	}
+	if c.Authority != "" && !slices.Contains(c.RequestHeaders, "host") {
+		// Envoy applies it only with mutation_rules.allow_all_routing.
+		hm.SetHeaders = append(hm.SetHeaders, setOpt(":authority", c.Authority, false))
 	}
 	if c.Method {
 		hm.SetHeaders = append(hm.SetHeaders, setOpt(":method", r.Method, false))
@@ -649,6 +678,7 @@ func (st *stream) immediate() *extprocv3.ProcessingResponse {
 	if status < 200 || status > 599 {
 		status = 500
 	}
+	st.status = status
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 		ImmediateResponse: &extprocv3.ImmediateResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},

@@ -37,7 +37,7 @@ type scenario struct {
 }
 
 var demoScenarios = []scenario{
-	{"pass-through, with correlation-id echoed", "GET", "/orders/42", nil, "", 200, `"path":"/orders/42"`},
+	{"pass-through (strip_path: /orders is removed, as Kong does), with correlation-id echoed", "GET", "/orders/42", nil, "", 200, `"path":"/42"`},
 	{"request-callout enriches the upstream request", "GET", "/profile/7", nil, "", 200, `"X-User-Name":["User 7"]`},
 	{"request-callout aggregation answered by sidecall", "GET", "/dashboard", nil, "", 200, `"orders":3`},
 	{"flow-callout: the security flow allows", "GET", "/secure", nil, "", 200, `"X-Security-User":["alice"]`},

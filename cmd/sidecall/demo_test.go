@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -57,8 +58,24 @@ func TestDemoAnswersItsCurlCommands(t *testing.T) {
 			if resp.StatusCode != s.Status || !strings.Contains(string(body), s.Expect) {
 				t.Fatalf("status %d body %s; want %d with %s", resp.StatusCode, body, s.Status, s.Expect)
 			}
-			if resp.Header.Get("X-Correlation-ID") == "" {
+			id := resp.Header.Get("X-Correlation-ID")
+			if id == "" {
 				t.Errorf("no X-Correlation-ID echoed")
+			}
+			// One id per request: Kafka's correlation id and an error
+			// body's request_id are the echoed one.
+			var m map[string]any
+			_ = json.Unmarshal(body, &m)
+			for _, k := range []string{"correlation_id", "request_id"} {
+				if v, ok := m[k]; ok && v != id {
+					t.Errorf("%s %v, X-Correlation-ID %q: want one id", k, v, id)
+				}
+			}
+			if s.Path == "/quote" && m["correlation_id"] != id {
+				t.Errorf("/quote body %s lacks correlation_id %q", body, id)
+			}
+			if s.Status == 403 && m["request_id"] != id {
+				t.Errorf("denied body %s lacks request_id %q", body, id)
 			}
 		})
 	}

@@ -131,7 +131,9 @@ func writeConfig(t *testing.T, src string) string {
 	return cfg
 }
 
-const echoConfig = "services: [{name: a, url: 'http://127.0.0.1:1', routes: [{name: r, paths: [/], plugins: [{name: correlation-id, config: {header_name: X-Correlation-ID, generator: uuid, echo_downstream: true}}]}]}]\n"
+// echoConfig's route keeps the client's host (preserve_host): its one
+// request mutation is the correlation id.
+const echoConfig = "services: [{name: a, url: 'http://127.0.0.1:1', routes: [{name: r, paths: [/], preserve_host: true, plugins: [{name: correlation-id, config: {header_name: X-Correlation-ID, generator: uuid, echo_downstream: true}}]}]}]\n"
 
 func reqHeaders(path string, extra ...string) *extprocv3.ProcessingRequest {
 	hm := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{

@@ -60,7 +60,7 @@ plugins:
 `
 
 func TestE2EPassThroughIsOneMessage(t *testing.T) {
-	h := envoytest.Start(t, "services: [{name: app, url: 'http://127.0.0.1:1', routes: [{name: plain, paths: [/plain]}]}]\n", envoytest.Options{})
+	h := envoytest.Start(t, "services: [{name: app, url: 'http://127.0.0.1:1', routes: [{name: plain, paths: [/plain], strip_path: false}]}]\n", envoytest.Options{})
 	resp, body, tr := h.DoTraced(t, h.Request(t, "POST", "/plain?x=1", "hello", "X-Client", "c"))
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sidecall/sidecall/envoy"
+	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/flows/lua"
 )
 
@@ -82,6 +83,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8000", "HTTP address to listen on")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	luaMode := fs.String("untrusted-lua", "sandbox", untrustedLuaUsage)
+	unsupported := fs.String("unsupported-plugins", "error", unsupportedPluginsUsage)
 	luaTimeout := fs.Duration("lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 	maxBody := fs.Int("max-body-size", defaultMaxBodySize, maxBodySizeUsage)
 	var et envoyTimeouts
@@ -101,6 +103,10 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try: --lua-timeout:", err)
 		return 2
 	}
+	if err := flows.CheckUnsupportedPlugins(*unsupported); err != nil {
+		fmt.Fprintln(stderr, "sidecall try: --unsupported-plugins:", err)
+		return 2
+	}
 	if err := checkMaxBodySize(*maxBody); err != nil {
 		fmt.Fprintln(stderr, "sidecall try: --max-body-size:", err)
 		return 2
@@ -110,7 +116,7 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try:", err)
 		return 2
 	}
-	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, luaTimeout: *luaTimeout, maxBody: *maxBody,
+	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, unsupported: *unsupported, luaTimeout: *luaTimeout, maxBody: *maxBody,
 		selfAddrs: []string{*listen}, envoy: et})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
