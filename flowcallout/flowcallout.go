@@ -76,11 +76,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/tracing"
 	"github.com/sidecall/sidecall/internal/urlsafe"
 )
 
@@ -318,7 +320,30 @@ type sendError struct{ out flowOutcome }
 func (e *sendError) Error() string { return e.out.err.Error() }
 
 func (p *flowCallout) run(ctx context.Context, sub *flows.Exchange) flowOutcome {
-	return subflowOutcome(p.svc.Subflow(ctx, sub, p.upstream(func(sub *flows.Exchange) *flows.Exchange { return sub })))
+	ctx, span := p.startFlow(ctx)
+	out := subflowOutcome(p.svc.Subflow(ctx, sub, p.upstream(func(sub *flows.Exchange) *flows.Exchange { return sub })))
+	endFlow(span, out)
+	return out
+}
+
+// startFlow starts the sub-request's span when the request is traced
+// (nil otherwise): the parent of the flow's plugins and its HTTP call.
+func (p *flowCallout) startFlow(ctx context.Context) (context.Context, trace.Span) {
+	if !tracing.On(ctx) {
+		return ctx, nil
+	}
+	return tracing.Start(ctx, "flow "+p.svc.Name, trace.SpanKindInternal, tracing.Flow.String(p.svc.Name), tracing.Route.String(p.route))
+}
+
+func endFlow(span trace.Span, out flowOutcome) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(tracing.Outcome.String(out.result))
+	if out.status != 0 {
+		span.SetAttributes(tracing.HTTPStatus.Int(out.status))
+	}
+	tracing.EndError(span, out.err)
 }
 
 // upstream is the sub-request's call to the flow service: the exchange
@@ -382,6 +407,18 @@ type flowTimeouts struct{ connect, write, read time.Duration }
 // attempt sends the request once. written tells whether the request may
 // have reached the flow service (then it is not retried).
 func (p *flowCallout) attempt(ctx context.Context, sub *flows.Exchange, target string, to flowTimeouts) (out flowOutcome, written bool) {
+	if tracing.On(ctx) {
+		u, _, _ := strings.Cut(target, "?") // the query may carry secrets
+		var span trace.Span
+		ctx, span = tracing.StartHTTPClient(ctx, sub.Request.Method, u, tracing.Flow.String(p.svc.Name))
+		defer func() {
+			status := out.status
+			if out.err != nil {
+				status = 0
+			}
+			tracing.EndHTTPClient(span, status, out.err)
+		}()
+	}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	w := httpx.NewWatchdog(cancel)
@@ -402,6 +439,9 @@ func (p *flowCallout) attempt(ctx context.Context, sub *flows.Exchange, target s
 			continue
 		}
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	if tracing.On(ctx) {
+		tracing.InjectHTTP(ctx, req.Header) // ours replaces the client's
 	}
 	resp, err := p.transport.RoundTrip(req)
 	if err != nil {

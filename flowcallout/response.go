@@ -93,9 +93,12 @@ func (p *flowCallout) runResponse(ctx context.Context, x *flows.Exchange, vals [
 	sub := p.subExchange(x)
 	sub.Response = flows.Response{Status: x.Response.Status, Headers: x.Response.Headers.Clone(),
 		Body: bytes.Clone(x.Response.Body), HasBody: true}
-	return subflowOutcome(p.svc.SubflowResponse(ctx, sub, p.upstream(func(sub *flows.Exchange) *flows.Exchange {
+	ctx, span := p.startFlow(ctx)
+	out := subflowOutcome(p.svc.SubflowResponse(ctx, sub, p.upstream(func(sub *flows.Exchange) *flows.Exchange {
 		return p.postExchange(x, sub, vals)
 	})))
+	endFlow(span, out)
+	return out
 }
 
 // postExchange is the POST the flow's URL receives in the response phase:

@@ -32,4 +32,8 @@
 //   - A stream whose first message is not the request headers (Envoy set to
 //     skip them) cannot run the access phase: with access plugins in the
 //     pipeline it is answered 500; without, it goes on as usual.
+//   - With Options.TracerProvider set, each stream is a server span, child
+//     of the request's traceparent; the request Envoy sends upstream gets
+//     the span's traceparent (a plugin's own wins), and a sampled stream
+//     asks for the response headers so its span ends with the status.
 package processor

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,6 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	"github.com/sidecall/sidecall/internal/tracing"
 )
 
 // Options configure a Server.
@@ -39,6 +43,10 @@ type Options struct {
 	// EnvoyMaxMessageTimeout is Envoy's max_message_timeout (default
 	// 10s), the cap of every override: Envoy ignores a larger one.
 	EnvoyMaxMessageTimeout time.Duration
+	// TracerProvider, when set, traces every stream (a server span, child
+	// of the request's traceparent) and the plugins under it; nil (or a
+	// no-op provider) leaves tracing off at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of Options.EnvoyMessageTimeout and EnvoyMaxMessageTimeout, and
@@ -60,6 +68,7 @@ type Server struct {
 	msgTO    time.Duration // Envoy's message_timeout
 	maxMsgTO time.Duration // Envoy's max_message_timeout
 	health   *health.Server
+	tracer   trace.Tracer // nil: tracing off
 	wg       sync.WaitGroup
 }
 
@@ -86,8 +95,12 @@ func New(o Options) *Server {
 	if o.EnvoyMaxMessageTimeout <= 0 {
 		o.EnvoyMaxMessageTimeout = DefaultEnvoyMaxMessageTimeout
 	}
-	return &Server{holder: o.Holder, log: o.Log, metrics: o.Metrics, maxRecv: o.MaxRecvMsgSize, maxBody: o.MaxBodySize,
+	s := &Server{holder: o.Holder, log: o.Log, metrics: o.Metrics, maxRecv: o.MaxRecvMsgSize, maxBody: o.MaxBodySize,
 		msgTO: o.EnvoyMessageTimeout, maxMsgTO: o.EnvoyMaxMessageTimeout, health: health.NewServer()}
+	if _, off := o.TracerProvider.(noop.TracerProvider); o.TracerProvider != nil && !off {
+		s.tracer = o.TracerProvider.Tracer(tracing.ScopeName)
+	}
+	return s
 }
 
 // GRPCServer returns a grpc.Server with the ext_proc and health services.
@@ -155,7 +168,10 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	start := time.Now()
 	st := newStream(s, h.snap, stream.Context())
 	st.out = stream // for override_message_timeout, sent ahead of a reply
-	defer func() { s.metrics.streamDur.Observe(time.Since(start).Seconds()) }()
+	defer func() { tracing.Observe(st.ctx, s.metrics.streamDur, time.Since(start).Seconds()) }()
+	if s.tracer != nil {
+		defer st.endSpan()
+	}
 	for {
 		req, err := stream.Recv()
 		if err != nil {

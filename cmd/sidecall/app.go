@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
@@ -46,6 +47,10 @@ type appOptions struct {
 	// envoy is --envoy-message-timeout and --envoy-max-message-timeout
 	// (zero: the processor's defaults).
 	envoy envoyTimeouts
+	// tracer traces the streams (nil: tracing off).
+	tracer trace.TracerProvider
+	// unsupported is --unsupported-plugins: error or warn.
+	unsupported string
 }
 
 const adminConfigUsage = "serve /config (the effective config, secrets redacted) on the admin listener; false answers 404 there while /healthz, /readyz and /metrics keep working (SIDECALL_ADMIN_CONFIG)"
@@ -126,13 +131,14 @@ func newApp(o appOptions) (*app, error) {
 	a.reloads.WithLabelValues("ok").Inc()
 	a.lastOK.Set(1)
 	a.proc = processor.New(processor.Options{Holder: a.holder, Log: a.log, Metrics: processor.NewMetrics(a.prom), MaxRecvMsgSize: o.maxRecv, MaxBodySize: o.maxBody,
-		EnvoyMessageTimeout: o.envoy.msg, EnvoyMaxMessageTimeout: o.envoy.max})
+		EnvoyMessageTimeout: o.envoy.msg, EnvoyMaxMessageTimeout: o.envoy.max, TracerProvider: o.tracer})
 	a.grpc = a.proc.GRPCServer()
 	return a, nil
 }
 
 func (a *app) load() (*flows.Snapshot, error) {
-	lo := flows.LoadOptions{Registry: a.plugins.Registry, Resources: a.res, Lua: a.plugins.Lua, Log: a.log, UntrustedLua: a.opts.luaMode}
+	lo := flows.LoadOptions{Registry: a.plugins.Registry, Resources: a.res, Lua: a.plugins.Lua, Log: a.log, UntrustedLua: a.opts.luaMode,
+		UnsupportedPlugins: a.opts.unsupported}
 	if a.opts.data != nil {
 		return flows.Load(a.opts.config, a.opts.data, lo)
 	}
@@ -262,7 +268,9 @@ func (a *app) adminHandler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(r)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.prom, promhttp.HandlerOpts{}))
+	// OpenMetrics when asked for: the only format that carries exemplars
+	// (trace ids on latency samples, with tracing on).
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.prom, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	if !a.opts.hideConfig { // --admin-config=false: /config is 404
 		mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
 			s := a.holder.Current()

@@ -33,6 +33,7 @@ type serveFlags struct {
 	adminConfig bool
 	luaMode     string
 	luaTimeout  time.Duration
+	unsupported string
 	envoy       envoyTimeouts
 }
 
@@ -55,6 +56,7 @@ func (f *serveFlags) register(fs interface {
 	fs.BoolVar(&f.adminConfig, "admin-config", true, adminConfigUsage)
 	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "after SIGTERM, keep accepting new streams this long while health reports NOT_SERVING and /readyz 503 (Envoy still draining its own connections)")
 	fs.StringVar(&f.luaMode, "untrusted-lua", "sandbox", untrustedLuaUsage)
+	fs.StringVar(&f.unsupported, "unsupported-plugins", "error", unsupportedPluginsUsage)
 	fs.DurationVar(&f.luaTimeout, "lua-timeout", lua.DefaultTimeout, luaTimeoutUsage)
 	f.envoy.register(fs)
 }
@@ -98,6 +100,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall serve: --lua-timeout:", err)
 		return 2
 	}
+	if err := flows.CheckUnsupportedPlugins(f.unsupported); err != nil {
+		fmt.Fprintln(stderr, "sidecall serve: --unsupported-plugins:", err)
+		return 2
+	}
 	if err := checkMaxBodySize(f.maxBody); err != nil {
 		fmt.Fprintln(stderr, "sidecall serve: --max-body-size:", err)
 		return 2
@@ -112,8 +118,18 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, maxBody: f.maxBody, luaMode: f.luaMode, pprof: f.pprof, luaTimeout: f.luaTimeout, hideConfig: !f.adminConfig,
-		selfAddrs: []string{f.grpcListen, f.adminListen}, envoy: f.envoy})
+	tp, err := startTracing(log)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecall serve: tracing:", err)
+		return 2
+	}
+	if tp != nil {
+		// Deferred before the app's close: spans of draining streams are
+		// flushed too.
+		defer stopTracing(tp, log)
+	}
+	a, err := newApp(appOptions{config: f.config, log: log, maxRecv: f.maxRecv, maxBody: f.maxBody, luaMode: f.luaMode, unsupported: f.unsupported, pprof: f.pprof, luaTimeout: f.luaTimeout, hideConfig: !f.adminConfig,
+		selfAddrs: []string{f.grpcListen, f.adminListen}, envoy: f.envoy, tracer: tracerOrNil(tp)})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -45,6 +46,8 @@ type Options struct {
 	// Dir is where the config file is written (for relative vault refs).
 	Dir string
 	Log *zap.Logger
+	// TracerProvider traces the processor's streams (nil: tracing off).
+	TracerProvider trace.TracerProvider
 }
 
 // Harness is a running sidecall with Envoy in front.
@@ -96,7 +99,7 @@ func Start(t testing.TB, cfg string, o Options) *Harness {
 		t.Fatalf("config: %v", err)
 	}
 	h.Holder.Swap(snap)
-	h.Server = processor.New(processor.Options{Holder: h.Holder, Log: o.Log, Metrics: processor.NewMetrics(h.Metrics)})
+	h.Server = processor.New(processor.Options{Holder: h.Holder, Log: o.Log, Metrics: processor.NewMetrics(h.Metrics), TracerProvider: o.TracerProvider})
 	g := h.Server.GRPCServer()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -45,7 +45,15 @@ type server struct {
 }
 
 func startServer(bin string, args ...string) (*server, error) {
+	return startServerEnv(bin, nil, args...)
+}
+
+// startServerEnv is startServer with extra environment variables.
+func startServerEnv(bin string, env []string, args ...string) (*server, error) {
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

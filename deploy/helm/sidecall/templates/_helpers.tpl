@@ -73,6 +73,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.envoy.podSelector) (not .Values.networkPolicy.envoy.namespaceSelector) -}}
 {{- fail "networkPolicy.enabled needs networkPolicy.envoy.podSelector or namespaceSelector: the pods allowed to call ext_proc" -}}
 {{- end -}}
+{{- if not (has .Values.otel.protocol (list "grpc" "http/protobuf")) -}}
+{{- fail (printf "otel.protocol must be grpc or http/protobuf, got %q" .Values.otel.protocol) -}}
+{{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled .Values.podDisruptionBudget.minAvailable .Values.podDisruptionBudget.maxUnavailable -}}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" -}}
 {{- end -}}
@@ -119,6 +122,22 @@ env:
     value: {{ $v.drainTimeout | quote }}
   - name: SIDECALL_UNTRUSTED_LUA
     value: {{ $v.untrustedLua | quote }}
+  {{- with $v.otel }}
+  {{- if .endpoint }}
+  - name: OTEL_EXPORTER_OTLP_ENDPOINT
+    value: {{ .endpoint | quote }}
+  - name: OTEL_EXPORTER_OTLP_PROTOCOL
+    value: {{ .protocol | quote }}
+  {{- with .sampler }}
+  - name: OTEL_TRACES_SAMPLER
+    value: {{ . | quote }}
+  {{- end }}
+  {{- with .samplerArg }}
+  - name: OTEL_TRACES_SAMPLER_ARG
+    value: {{ . | quote }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
   {{- range $v.secrets.env }}
   - name: {{ .name }}
     valueFrom:
