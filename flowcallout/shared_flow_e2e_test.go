@@ -425,7 +425,7 @@ services:
 `
 	h := envoytest.Start(t, cfg, envoytest.Options{})
 	snap := h.Holder.Current()
-	for route, want := range map[string]string{"pre": "{true false false}", "post": "{false true true}"} {
+	for route, want := range map[string]string{"pre": "{true false false false}", "post": "{false true true false}"} {
 		r := snap.RouteByName(route)
 		if r == nil {
 			t.Fatalf("no route %s", route)
