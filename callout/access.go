@@ -37,6 +37,9 @@ type sendReq struct {
 	host       string
 	body       []byte
 	opts       httpOpts
+	// clientTrace is the client's traceparent defaultHeaders copied: with
+	// tracing on the attempt's own replaces it, not one the callout set.
+	clientTrace string
 }
 
 type result struct {

@@ -145,6 +145,7 @@ services:
     routes:
       - name: static-url
         paths: ["/static-url"]
+        strip_path: false
         plugins:
           - name: request-callout
             config:
@@ -296,20 +297,25 @@ services:
     routes:
       - name: r-route
         paths: ["/scoped/route"]
+        strip_path: false
         plugins:
           - name: request-callout
             config: {{ROUTE}}
       - name: r-service
         paths: ["/scoped/service"]
+        strip_path: false
       - name: r-top
         paths: ["/scoped/top"]
+        strip_path: false
       - name: r-routesvc
         paths: ["/scoped/routesvc"]
+        strip_path: false
   - name: s2
     url: http://127.0.0.1:1
     routes:
       - name: r-global
         paths: ["/scoped/global"]
+        strip_path: false
 plugins:
   - name: request-callout
     config: {{GLOBAL}}

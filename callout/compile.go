@@ -28,7 +28,7 @@ func compile(b *flows.Builder, raw *yaml.Node, at flows.Path, f *factory) (*Plug
 
 	p := &Plugin{scope: b.Scope, timeout: time.Duration(cfg.Timeout) * time.Millisecond,
 		maxParallel: cfg.MaxParallel, ttl: time.Duration(cfg.Cache.CacheTTL) * time.Second,
-		cacheCfg: cfg.Cache, ua: f.ua, m: f.m}
+		cacheCfg: cfg.Cache, ua: f.ua, m: f.m, partialHeader: cfg.PartialHeader}
 
 	index := map[string]int{}
 	for i, c := range cfg.Callouts {
@@ -72,6 +72,7 @@ func compile(b *flows.Builder, raw *yaml.Node, at flows.Path, f *factory) (*Plug
 	for _, t := range templates {
 		p.params = p.params || t.readsRequest()
 	}
+	checkCalloutNames(b, index, templates, luas)
 
 	if !b.Failed() {
 		names := make([]string, len(p.callouts))
@@ -86,6 +87,38 @@ func compile(b *flows.Builder, raw *yaml.Node, at flows.Path, f *factory) (*Plug
 		p.plan = pl
 	}
 	return p, nil
+}
+
+// checkCalloutNames refuses a template reading callouts.<name> the plugin
+// does not have: indexing its nil result fails every request. Lua often
+// tests for a callout (if callouts.x then), so there it is a warning.
+func checkCalloutNames(b *flows.Builder, index map[string]int, templates []*template, luas []*flows.LuaChunk) {
+	have := make([]string, 0, len(index))
+	for n := range index {
+		have = append(have, n)
+	}
+	sort.Strings(have)
+	list := strings.Join(have, ", ")
+	for _, t := range templates {
+		if t.t == nil {
+			continue
+		}
+		for _, n := range t.t.Callouts() {
+			if _, ok := index[n]; !ok {
+				b.Errorf(t.t.Path(), "$(...) reads callouts.%s, but this plugin has no callout named %q (it has: %s)", n, n, list)
+			}
+		}
+	}
+	for _, l := range luas {
+		if l == nil {
+			continue
+		}
+		for _, n := range l.Callouts() {
+			if _, ok := index[n]; !ok {
+				b.WarnAt(l.Path(), "reads callouts.%s, but this plugin has no callout named %q (it has: %s)", n, n, list)
+			}
+		}
+	}
 }
 
 // compileCallout compiles callouts[i]; it returns the callout's templates

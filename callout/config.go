@@ -25,6 +25,9 @@ type Config struct {
 	// Timeout (ms) bounds the whole plugin run; keep it below Envoy's
 	// ext_proc message_timeout.
 	Timeout int `yaml:"timeout"`
+	// PartialHeader is set to "false" on the client's response when a
+	// callout failed under on_error continue; "" disables it.
+	PartialHeader string `yaml:"partial_header"`
 }
 
 // CalloutConfig is one entry of config.callouts.
@@ -55,6 +58,11 @@ type RequestConfig struct {
 	Body         BodyPart    `yaml:"body"`
 	HTTPOpts     HTTPOpts    `yaml:"http_opts"`
 	Error        ErrorConfig `yaml:"error"`
+	// CircuitBreaker, HedgeAfterMS and HedgeUnsafe are sidecall's (see
+	// breaker.go, hedge.go).
+	CircuitBreaker *BreakerConfig `yaml:"circuit_breaker"`
+	HedgeAfterMS   int            `yaml:"hedge_after_ms"`
+	HedgeUnsafe    bool           `yaml:"hedge_unsafe"`
 }
 
 // CustomPart is headers/query: forward plus custom values (nil removes).
@@ -162,6 +170,9 @@ type RedisConfig struct {
 	ServerName             string `yaml:"server_name"`
 	ConnectionIsProxied    bool   `yaml:"connection_is_proxied"`
 	CloudAuthentication    any    `yaml:"cloud_authentication"`
+	// Deprecated by Kong, present as null in Konnect dumps.
+	ClusterAddresses  []any `yaml:"cluster_addresses"`
+	SentinelAddresses []any `yaml:"sentinel_addresses"`
 }
 
 const maxTimeout = 1<<31 - 2
@@ -180,9 +191,10 @@ func defaultConfig() Config {
 			Redis: RedisConfig{Host: "127.0.0.1", Port: 6379, ConnectTimeout: 2000, SendTimeout: 2000,
 				ReadTimeout: 2000, KeepalivePoolSize: 256, ClusterMaxRedirections: 5},
 		},
-		Concurrency: "parallel",
-		MaxParallel: 8,
-		Timeout:     10000,
+		Concurrency:   "parallel",
+		MaxParallel:   8,
+		Timeout:       10000,
+		PartialHeader: "X-Sidecall-Completed",
 	}
 }
 
@@ -279,6 +291,7 @@ func validate(b *flows.Builder, c *Config, at flows.Path) {
 		if e.ErrorResponseCode < 100 || e.ErrorResponseCode > 999 {
 			b.Errorf(ep.Key("error_response_code"), "must be between 100 and 999, got %d", e.ErrorResponseCode)
 		}
+		validateResilience(b, r, rp)
 	}
 	for i := range c.Callouts {
 		for j, d := range c.Callouts[i].DependsOn {
@@ -309,15 +322,30 @@ func validate(b *flows.Builder, c *Config, at flows.Path) {
 		if rd.Port < 1 || rd.Port > 65535 {
 			b.Errorf(rp.Key("port"), "must be between 1 and 65535, got %d", rd.Port)
 		}
-		if len(rd.SentinelNodes) > 0 || rd.SentinelMaster != "" {
+		if len(rd.SentinelNodes) > 0 {
 			b.Errorf(rp.Key("sentinel_nodes"), "redis sentinel is not supported by sidecall")
+		} else if rd.SentinelMaster != "" {
+			b.Errorf(rp.Key("sentinel_master"), "redis sentinel is not supported by sidecall")
 		}
 		if len(rd.ClusterNodes) > 0 {
 			b.Errorf(rp.Key("cluster_nodes"), "redis cluster is not supported by sidecall")
 		}
+		if len(rd.ClusterAddresses) > 0 {
+			b.Errorf(rp.Key("cluster_addresses"), "redis cluster is not supported by sidecall")
+		}
+		if len(rd.SentinelAddresses) > 0 {
+			b.Errorf(rp.Key("sentinel_addresses"), "redis sentinel is not supported by sidecall")
+		}
+		warnIgnoredRedis(b, rd, rp)
 		if rd.CloudAuthentication != nil {
 			b.Errorf(rp.Key("cloud_authentication"), "redis cloud authentication is not supported by sidecall")
 		}
+	}
+	if c.Cache.Strategy == "memory" && c.Cache.Memory.DictionaryName != "kong_db_cache" {
+		b.Warnf("%s: ignored: sidecall's memory cache is its own, per process (size_mb sizes it)", at.Key("cache").Key("memory").Key("dictionary_name"))
+	}
+	if !c.Upstream.Body.Decode {
+		b.Warnf("%s: ignored: sidecall decodes a JSON body only to apply upstream.body.custom, and by_lua reads it with kong.request.get_body", at.Key("upstream").Key("body").Key("decode"))
 	}
 	switch c.Concurrency {
 	case "parallel", "sequential":
@@ -329,6 +357,30 @@ func validate(b *flows.Builder, c *Config, at flows.Path) {
 	}
 	if c.Timeout < 1 || c.Timeout > maxTimeout {
 		b.Errorf(at.Key("timeout"), "must be between 1 and %d ms, got %d", maxTimeout, c.Timeout)
+	}
+	if c.PartialHeader != "" && !httpx.ValidHeaderName(c.PartialHeader) {
+		b.Errorf(at.Key("partial_header"), "invalid header name %q", c.PartialHeader)
+	}
+}
+
+// warnIgnoredRedis warns about the Redis settings of Kong's that change
+// nothing in sidecall's client, when they differ from Kong's defaults.
+func warnIgnoredRedis(b *flows.Builder, rd *RedisConfig, rp flows.Path) {
+	if rd.KeepaliveBacklog != nil {
+		b.Warnf("%s: ignored: sidecall's Redis pool does not queue for a connection (keepalive_pool_size sizes it)", rp.Key("keepalive_backlog"))
+	}
+	if rd.ConnectionIsProxied {
+		b.Warnf("%s: ignored: sidecall talks to the Redis it is given, proxied or not", rp.Key("connection_is_proxied"))
+	}
+	if len(rd.SentinelNodes) == 0 {
+		for _, f := range []struct{ v, name string }{{rd.SentinelUsername, "sentinel_username"}, {rd.SentinelPassword, "sentinel_password"}, {rd.SentinelRole, "sentinel_role"}} {
+			if f.v != "" {
+				b.Warnf("%s: ignored: no sentinel_nodes are set", rp.Key(f.name))
+			}
+		}
+	}
+	if len(rd.ClusterNodes) == 0 && rd.ClusterMaxRedirections != 5 {
+		b.Warnf("%s: ignored: no cluster_nodes are set", rp.Key("cluster_max_redirections"))
 	}
 }
 

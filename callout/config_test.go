@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sidecall/sidecall/flows"
+	"github.com/sidecall/sidecall/flows/lua"
+	"gopkg.in/yaml.v3"
 )
 
 // Every schema problem is reported at its path.
@@ -36,6 +38,11 @@ func TestConfigValidation(t *testing.T) {
 		{"cache strategy", `{callouts: [{name: a, request: {url: "http://h/"}}], cache: {strategy: disk}}`, "cache.strategy: must be one of off, memory, redis"},
 		{"concurrency", `{callouts: [{name: a, request: {url: "http://h/"}}], concurrency: wild}`, "concurrency: must be parallel or sequential"},
 		{"bad header name", `callouts: [{name: a, request: {url: "http://h/", headers: {custom: {"a b": "1"}}}}]`, `invalid header name "a b"`},
+		{"template root", `callouts: [{name: a, request: {url: "http://h/$(query.customer_id)"}}]`, `request.url: $(...) reads "query", which no template provides`},
+		{"template unknown callout", `callouts: [{name: a, request: {url: "http://h/"}}, {name: b, request: {url: "http://h/", headers: {custom: {x: "$(callouts.nope.response.body.x)"}}}}]`,
+			`callouts[1].request.headers.custom.x: $(...) reads callouts.nope, but this plugin has no callout named "nope" (it has: a, b)`},
+		{"upstream unknown callout", `{callouts: [{name: a, request: {url: "http://h/"}}], upstream: {headers: {custom: {x: "$(callouts.b.response.status)"}}}}`,
+			`upstream.headers.custom.x: $(...) reads callouts.b, but this plugin has no callout named "b"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -50,6 +57,36 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("want a problem containing %q, got %q", c.want, all)
 			}
 		})
+	}
+}
+
+// The names a template may read are accepted, locals and function
+// parameters included; a Lua chunk reading a callout the plugin lacks is
+// only a warning (Lua often tests for it).
+func TestTemplateNamesAccepted(t *testing.T) {
+	res := flows.NewResources()
+	defer res.Close()
+	src := `{callouts: [{name: a, request: {url: "http://h/$(query_params.id)/$(uri_captures[1])",
+  by_lua: "if kong.ctx.shared.callouts.other then end",
+  headers: {custom: {x: "$(headers.x)$(shared.k)$(string.upper(type(ngx.null)))$(kong.request.get_method())",
+    y: "$((function(v) return v end)(tostring(math.floor(1.5))))"}}}}]}`
+	b := flows.NewBuilder("test.yaml")
+	b.Resources = res
+	rt := flows.NewLuaRuntime(lua.Options{})
+	defer rt.Sandbox.Close()
+	b.Runtime = rt
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compile(b, n.Content[0], "plugins[0].config", testFactory); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.Problems(); len(p) != 0 {
+		t.Fatalf("want no problems, got %v", p)
+	}
+	if w := strings.Join(b.Warnings(), "\n"); !strings.Contains(w, `callouts[0].request.by_lua: reads callouts.other, but this plugin has no callout named "other"`) {
+		t.Fatalf("want a warning for callouts.other, got %q", w)
 	}
 }
 

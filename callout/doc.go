@@ -91,7 +91,9 @@
 //     Unset or 0: 60 s (nginx's). The plugin timeout still bounds the whole.
 //   - Hop-by-hop headers, Host and Content-Length are never forwarded to a
 //     callout (a custom Host sets the request's Host). traceparent and
-//     tracestate are propagated unless set by the callout. Default
+//     tracestate are propagated unless set by the callout: the client's as
+//     sent with tracing off; with tracing on, each attempt's own client
+//     span (a child of the plugin's span), and baggage. Default
 //     User-Agent: sidecall/<version>/request-callout (Options.Version).
 //   - A response body that fails JSON decoding is stored as text, with a
 //     warning. Response bodies are capped at 8 MiB (larger is an error).
@@ -115,4 +117,9 @@
 //     cannot remove :authority), after custom values are rendered.
 //   - kong.response.set_header (and add/clear) in a by_lua applies to the
 //     client's response; the plugin then asks Envoy for response headers.
+//   - Beyond Kong (docs/resilience.md): request.circuit_breaker, one
+//     breaker per target and settings shared through Resources (breaker.go);
+//     request.hedge_after_ms (hedge.go); partial_header and
+//     kong.ctx.shared.callouts_failed for callouts continued after a
+//     failure (partial.go).
 package callout

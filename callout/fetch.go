@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/tracing"
 	"go.uber.org/zap"
 )
 
@@ -44,9 +45,9 @@ func (p *Plugin) call(ctx context.Context, log *zap.Logger, st *state) *result {
 	r := &result{retries: []any{}}
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		status, hdr, body, err := p.do(ctx, c, st.send)
+		status, hdr, body, err := p.attempt(ctx, c, st.send)
 		d := time.Since(start)
-		c.m.duration.Observe(d.Seconds())
+		tracing.Observe(ctx, c.m.duration, d.Seconds())
 		switch {
 		case err != nil && errors.Is(ctx.Err(), context.Canceled):
 			c.m.attempt(statusCanceled) // the client went away
@@ -91,8 +92,19 @@ func (p *Plugin) call(ctx context.Context, log *zap.Logger, st *state) *result {
 	}
 }
 
-// do makes one HTTP attempt.
-func (p *Plugin) do(ctx context.Context, c *callout, s *sendReq) (int, http.Header, []byte, error) {
+// do makes one HTTP attempt, in a client span when the request is traced.
+func (p *Plugin) do(ctx context.Context, c *callout, s *sendReq) (status int, h http.Header, body []byte, err error) {
+	if !tracing.On(ctx) {
+		return p.send(ctx, c, s)
+	}
+	ctx, span := tracing.StartHTTPClient(ctx, s.method, redactURL(s.url), tracing.Callout.String(c.name))
+	status, h, body, err = p.send(ctx, c, s)
+	tracing.EndHTTPClient(span, status, err)
+	return status, h, body, err
+}
+
+// send makes one HTTP attempt.
+func (p *Plugin) send(ctx context.Context, c *callout, s *sendReq) (int, http.Header, []byte, error) {
 	tr, err := p.transportFor(c, s.opts)
 	if err != nil {
 		return 0, nil, nil, err
@@ -126,6 +138,11 @@ func (p *Plugin) do(ctx context.Context, c *callout, s *sendReq) (int, http.Head
 		}
 	}
 	req.Header = s.headers.Clone()
+	if tracing.On(ctx) {
+		if tp := req.Header.Get("Traceparent"); tp == "" || tp == s.clientTrace {
+			tracing.InjectHTTP(ctx, req.Header)
+		}
+	}
 	if s.host != "" {
 		req.Host = s.host
 	}

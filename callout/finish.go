@@ -68,6 +68,9 @@ func (p *Plugin) finishCall(ctx context.Context, x *flows.Exchange, st *state, r
 		}
 		return &flows.HTTPError{Status: c.cfg.Request.Error.ErrorResponseCode, Message: msg, Err: cause}
 	}
+	if r.reason != "" {
+		p.markPartial(x, c.name)
+	}
 	if c.respLua != nil {
 		if err := c.respLua.Run(ctx, x); err != nil {
 			return internal(fmt.Errorf("callout %q: response.by_lua: %w", c.name, err))

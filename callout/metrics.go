@@ -15,6 +15,7 @@ type metrics struct {
 	cache    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	refused  *prometheus.CounterVec
+	res      *resilienceMetrics
 }
 
 // newMetrics makes the collectors and registers them with reg (nil: kept
@@ -50,6 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.duration = register(reg, m.duration)
 		m.refused = register(reg, m.refused)
 	}
+	m.res = newResilienceMetrics(reg)
 	return m
 }
 

@@ -89,6 +89,7 @@ type callout struct {
 	tr       *http.Transport // for opts; set by Provision
 	m        *series         // set by Provision
 	warn     warnLimit       // failure lines
+	res      resilience      // breaker and hedge; set by Provision
 }
 
 type upstream struct {
@@ -114,9 +115,11 @@ type Plugin struct {
 	needsBody   bool
 	respHeaders bool // some by_lua may set response headers
 	params      bool // build Kong's request.params (something may read it)
-	ua          string
-	m           *metrics
-	flight      cache.Flight
+	// partialHeader is partial_header ("" off); see partial.go.
+	partialHeader string
+	ua            string
+	m             *metrics
+	flight        cache.Flight
 
 	extraMu sync.Mutex
 	extra   map[httpOpts]*http.Transport // see transportFor
@@ -129,7 +132,7 @@ func (p *Plugin) Priority() int { return Priority }
 // for the response headers when a by_lua may set some: they are applied
 // when the response arrives.
 func (p *Plugin) Needs() flows.Needs {
-	return flows.Needs{RequestBody: p.needsBody, ResponseHeaders: p.respHeaders}
+	return flows.Needs{RequestBody: p.needsBody, ResponseHeaders: p.respHeaders, EarlyResponseHeaders: p.mayBePartial()}
 }
 
 // Provision builds the clients: each callout's transport, the cache, and
@@ -142,6 +145,9 @@ func (p *Plugin) Provision(b *flows.Builder) error {
 			return fmt.Errorf("callout %q: %w", c.name, err)
 		}
 		c.tr = tr
+		if err := p.provisionResilience(b, c); err != nil {
+			return fmt.Errorf("callout %q: %w", c.name, err)
+		}
 	}
 	b.OnClose(p.closeExtra)
 	if p.cacheCfg.Strategy == "off" || p.cacheCfg.Strategy == "" {

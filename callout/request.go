@@ -235,6 +235,7 @@ func (p *Plugin) defaultHeaders(x *flows.Exchange, s *sendReq) {
 	}
 	if tp := x.Request.Headers.Get("traceparent"); tp != "" && s.headers.Get("Traceparent") == "" && !strings.ContainsAny(tp, "\r\n\x00") {
 		s.headers.Set("Traceparent", tp)
+		s.clientTrace = tp
 		if ts := x.Request.Headers.Get("tracestate"); ts != "" && !strings.ContainsAny(ts, "\r\n\x00") {
 			s.headers.Set("Tracestate", ts)
 		}

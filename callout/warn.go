@@ -56,7 +56,7 @@ func (p *Plugin) warnFailed(x *flows.Exchange, c *callout, msg, reason string, e
 }
 
 // failReason names a transport failure for the log: timeout,
-// connection_refused or error.
+// connection_refused, breaker_open or error.
 func failReason(err error) string {
 	var ne net.Error
 	switch {
@@ -64,6 +64,8 @@ func failReason(err error) string {
 		return "timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection_refused"
+	case errors.Is(err, errBreakerOpen):
+		return "breaker_open"
 	}
 	return "error"
 }
