@@ -178,6 +178,35 @@ func validateProducer(b *flows.Builder, at flows.Path, p *producerSettings) {
 	if _, ok := compressions[p.Compression]; !ok {
 		b.Errorf(at.Key("compression"), "must be one of none, gzip, snappy, lz4, zstd, got %q", p.Compression)
 	}
+	// Kong's lua-resty-kafka knobs with no counterpart in sidecall's
+	// producer: a value other than Kong's default would change nothing.
+	d := defaultProducerSettings()
+	for _, f := range []struct {
+		name   string
+		v, def int
+	}{
+		{"producer_request_limits_bytes_per_request", p.ProducerRequestLimitsBytesPerRequest, d.ProducerRequestLimitsBytesPerRequest},
+		{"producer_async_flush_timeout", p.ProducerAsyncFlushTimeout, d.ProducerAsyncFlushTimeout},
+		{"producer_async_buffering_limits_messages_in_memory", p.ProducerAsyncBufferingLimitsMessagesInMemory, d.ProducerAsyncBufferingLimitsMessagesInMemory},
+	} {
+		if f.v != f.def {
+			b.Warnf("%s: ignored: sidecall's producer sends each record as it comes (max_message_bytes and producer_request_limits_messages_per_request bound it)", at.Key(f.name))
+		}
+	}
+}
+
+// warnIgnoredUpstream warns about kafka-upstream's connection knobs that
+// change nothing in sidecall, when they differ from Kong's defaults.
+func warnIgnoredUpstream(b *flows.Builder, at flows.Path, keepalive int, keepaliveEnabled bool, clusterName string) {
+	if keepalive != 60000 {
+		b.Warnf("%s: ignored: sidecall keeps one producer connection per cluster for the process", at.Key("keepalive"))
+	}
+	if keepaliveEnabled {
+		b.Warnf("%s: ignored: sidecall's producer connections are always kept", at.Key("keepalive_enabled"))
+	}
+	if clusterName != "" {
+		b.Warnf("%s: ignored: sidecall names a cluster by its bootstrap_servers", at.Key("cluster_name"))
+	}
 }
 
 var compressions = map[string]sarama.CompressionCodec{

@@ -27,6 +27,7 @@ type ReplyWaiter struct {
 	C     <-chan *sarama.ConsumerMessage // receives the reply once
 	c     chan *sarama.ConsumerMessage
 	Start time.Time
+	left  int // replies still expected (RegisterN; 0: one); under the consumer's mu
 }
 
 // replyConsumer reads every partition of the reply topic (or only the
@@ -161,7 +162,7 @@ func (r *replyConsumer) deliver(m *sarama.ConsumerMessage) {
 	}
 	r.mu.Lock()
 	w := r.waiters[id]
-	if w != nil {
+	if w != nil && w.last() {
 		delete(r.waiters, id)
 		r.pending.Dec()
 	}

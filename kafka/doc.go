@@ -77,6 +77,16 @@
 //   - Record key: the correlation ID, or the value of the request header
 //     named by key (no key when the header is absent).
 //
+// # At scale (scale.go, idempotency.go, async.go, gather.go)
+//
+// idempotency replays the stored answer for a key seen within ttl (or
+// waits for it while pending) instead of producing; the same key with
+// another method, path, query or body is 422. async answers 202 with a
+// Location under result_path and stores the reply for GETs there. gather
+// answers with up to N replies for one correlation ID within window_ms.
+// Stores: one in-process map per flows.Resources (memory), or Redis shared
+// by replicas (waiters poll). See docs/kafka-at-scale.md.
+//
 // # Envelope (proto/sidecall/kafka/v1/envelope.proto)
 //
 // json: protojson with snake_case names, except body (Kong

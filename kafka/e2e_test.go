@@ -361,14 +361,19 @@ func TestE2ERequestReply(t *testing.T) {
 	}
 }
 
-// TestE2ECorrelationIDPlugin: with correlation-id in front and
-// correlation_id_header set to its header, the same ID reaches the record
-// (headers, envelope, key), the responder and the client.
+// TestE2ECorrelationIDPlugin: with correlation-id in front, the same ID
+// reaches the record (headers, envelope, key), the responder and the
+// client: by default, and with correlation_id_header naming its header.
 func TestE2ECorrelationIDPlugin(t *testing.T) {
+	for _, extra := range []string{"reply_timeout: 10000", "reply_timeout: 10000\ncorrelation_id_header: X-Correlation-ID"} {
+		t.Run(strings.ReplaceAll(extra, "\n", ","), func(t *testing.T) { testCorrelationIDPlugin(t, extra) })
+	}
+}
+
+func testCorrelationIDPlugin(t *testing.T, extra string) {
 	_, addr := e2eCluster(t, 0)
 	pre := "- name: correlation-id\n  config: {header_name: X-Correlation-ID, generator: uuid, echo_downstream: true}\n"
-	h := envoytest.Start(t, deck(addr, "reply_timeout: 10000\ncorrelation_id_header: X-Correlation-ID", pre),
-		envoytest.Options{})
+	h := envoytest.Start(t, deck(addr, extra, pre), envoytest.Options{})
 	respond(t, addr, kafka.EchoHandler)
 	waitKafkaReady(t, h)
 	requests := watch(t, addr, "requests")

@@ -25,7 +25,7 @@ func newMetrics() *metrics {
 		}, []string{"reply_topic", "result"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_kafka_requests_total",
-			Help: "kafka-request-reply requests, by route (empty for a global plugin), topic and outcome (replied, timeout, unavailable, produce_error, pending_full, bad_reply, canceled).",
+			Help: "kafka-request-reply requests, by route (empty for a global plugin), topic and outcome (replied, timeout, unavailable, produce_error, pending_full, bad_reply, canceled; with idempotency, async or gather also replayed, idempotency_conflict, store_unavailable, accepted, partial, duplicate_id).",
 		}, []string{"route", "topic", "outcome"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sidecall_kafka_pending",

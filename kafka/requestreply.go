@@ -11,11 +11,13 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
+	"github.com/sidecall/sidecall/internal/tracing"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
 
@@ -85,6 +87,7 @@ func ready(res *flows.Resources) bool {
 type requestReplyConfig struct {
 	conn             `yaml:",inline"`
 	producerSettings `yaml:",inline"`
+	scaleConfig      `yaml:",inline"`
 
 	Topic                string `yaml:"topic"`
 	ReplyTopic           string `yaml:"reply_topic"`
@@ -122,6 +125,7 @@ type requestReply struct {
 	m          *metrics
 
 	client     clientSettings // what Provision needs
+	scale      *scale         // idempotency, async, gather (scale.go); nil: none
 	repliesKey string
 
 	prod    *producer      // set by Provision
@@ -200,6 +204,7 @@ func (k *Plugins) newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Pat
 	if !c.ForwardMethod && !c.ForwardURI && !c.ForwardHeaders && !c.ForwardBody {
 		b.Errorf(at, "at least one of forward_method, forward_uri, forward_headers, forward_body must be true")
 	}
+	sc := compileScale(b, at, &c.scaleConfig, time.Duration(c.ReplyTimeout)*time.Millisecond)
 	if b.Failed() {
 		return nil, nil
 	}
@@ -210,6 +215,7 @@ func (k *Plugins) newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Pat
 		keyHeader: keyHeader, idHeader: c.CorrelationIDHeader, maxPending: c.MaxPending, m: k.m,
 		client: newClientSettings(addrs, &c.conn, &c.producerSettings),
 	}
+	p.scale = sc
 	part := int32(-1)
 	if c.ReplyPartition != nil {
 		part = int32(*c.ReplyPartition)
@@ -240,6 +246,9 @@ func (p *requestReply) Provision(b *flows.Builder) error {
 		return fmt.Errorf("making reply consumer: %w", err)
 	}
 	p.prod, p.replies = prod, rc.(*replyConsumer)
+	if p.scale != nil {
+		return p.scale.provision(b)
+	}
 	return nil
 }
 
@@ -255,11 +264,16 @@ func acquireProducer(b *flows.Builder, s *clientSettings, m *metrics) (*producer
 	return pc.(*producer), nil
 }
 
-// Access produces the request and answers the client with the reply.
-func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
+// call produces the request and answers the client with the reply
+// (Access in scale.go adds idempotency, async and gather).
+func (p *requestReply) call(ctx context.Context, x *flows.Exchange) error {
 	id := ""
 	if p.idHeader != "" {
 		id = x.Request.Headers.Get(p.idHeader)
+	}
+	if id == "" {
+		// The correlation-id plugin's value, so the request has one id.
+		id = x.CorrelationID()
 	}
 	if id == "" {
 		id = uuid.NewString()
@@ -288,13 +302,16 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 	timedOut := false
 	defer func() { p.replies.Cancel(w, timedOut) }()
 
-	msg, err := p.record(x, id, deadline)
+	sctx, span := startSpan(ctx, "send", trace.SpanKindProducer, p.topic, id)
+	msg, err := p.record(sctx, x, id, deadline)
 	if err != nil {
+		endSpan(span, "encode_error", err)
 		return fail(500, "encode_error", "could not encode the kafka request", err)
 	}
-	pctx, cancel := context.WithDeadline(ctx, deadline)
+	pctx, cancel := context.WithDeadline(sctx, deadline)
 	err = p.prod.Produce(pctx, msg, true, false)
 	cancel()
+	endSpan(span, "", err)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -308,13 +325,16 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 		return fail(502, "produce_error", "could not produce the kafka request", err)
 	}
 
+	_, span = startSpan(ctx, "receive", trace.SpanKindConsumer, p.replyTopic, id)
 	select {
 	case m := <-w.C:
 		rep, err := DecodeReply(p.format, p.names, m.Value, m.Headers)
 		if err != nil {
 			p.replies.malformed.Inc()
+			endSpan(span, "bad_reply", err)
 			return fail(502, "bad_reply", "malformed kafka reply", err)
 		}
+		endSpan(span, "replied", nil)
 		hs := flows.Headers{}
 		for _, h := range rep.Headers {
 			hs.Add(h.Name, h.Value)
@@ -324,15 +344,18 @@ func (p *requestReply) Access(ctx context.Context, x *flows.Exchange) error {
 		return nil
 	case <-timer.C:
 		timedOut = true
+		endSpan(span, "timeout", context.DeadlineExceeded)
 		return fail(504, "timeout", "no kafka reply within "+p.timeout.String(), nil)
 	case <-ctx.Done():
 		timedOut = true
+		endSpan(span, "canceled", ctx.Err())
 		return fail(499, "canceled", "client went away", ctx.Err())
 	}
 }
 
-// record builds the request record.
-func (p *requestReply) record(x *flows.Exchange, id string, deadline time.Time) (*sarama.ProducerMessage, error) {
+// record builds the request record. A traced request's forwarded trace
+// headers are the produce span's (see traceHeaders).
+func (p *requestReply) record(ctx context.Context, x *flows.Exchange, id string, deadline time.Time) (*sarama.ProducerMessage, error) {
 	req := &kafkav1.Request{CorrelationId: id, ReplyTopic: p.replyTopic, Deadline: timestamppb.New(deadline), ReplyPartition: p.partition}
 	if p.fwdMethod {
 		req.Method = x.Request.Method
@@ -341,9 +364,18 @@ func (p *requestReply) record(x *flows.Exchange, id string, deadline time.Time) 
 		req.Path, req.Query = x.Request.Path, x.Request.RawQuery
 	}
 	if p.fwdHeaders {
+		traced := tracing.On(ctx)
 		for _, k := range x.Request.Headers.Keys() {
+			if traced && tracing.IsPropagationHeader(k) {
+				continue
+			}
 			for _, v := range x.Request.Headers.Values(k) {
 				req.Headers = append(req.Headers, &kafkav1.Header{Name: k, Value: v})
+			}
+		}
+		if traced {
+			for _, kv := range tracing.Inject(ctx) {
+				req.Headers = append(req.Headers, &kafkav1.Header{Name: kv[0], Value: kv[1]})
 			}
 		}
 	}
@@ -354,7 +386,7 @@ func (p *requestReply) record(x *flows.Exchange, id string, deadline time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	msg := &sarama.ProducerMessage{Topic: p.topic, Value: sarama.ByteEncoder(value), Headers: hs}
+	msg := &sarama.ProducerMessage{Topic: p.topic, Value: sarama.ByteEncoder(value), Headers: traceHeaders(ctx, hs)}
 	key := id
 	if p.keyHeader != "" {
 		key = x.Request.Headers.Get(p.keyHeader)

@@ -606,3 +606,23 @@ func TestRequestRecordOptions(t *testing.T) {
 		})
 	}
 }
+
+// The correlation-id plugin's value (kong.ctx.shared.correlation_id) is
+// the Kafka correlation id by default; correlation_id_header still wins.
+func TestCorrelationIDFromThePlugin(t *testing.T) {
+	_, addr := newCluster(t)
+	res := newResources(t)
+	byDefault := build(t, res, "kafka-request-reply", rrConfig(addr, "reply_timeout: 100"))
+	withHeader := build(t, res, "kafka-request-reply", rrConfig(addr, "reply_timeout: 100\ncorrelation_id_header: x-cid"))
+	waitReady(t, res)
+	for _, tc := range []struct {
+		p    flows.Plugin
+		want string
+	}{{byDefault, "from-plugin"}, {withHeader, "from-header"}} {
+		x := exchange("GET", "/", "", nil, "x-cid", "from-header")
+		x.SetID("from-plugin") // as the correlation-id plugin does
+		if err := access(t, tc.p, x); httpStatus(t, err) != 504 || !strings.Contains(err.Error(), "(correlation id "+tc.want+")") {
+			t.Errorf("want a 504 naming correlation id %s, got %v", tc.want, err)
+		}
+	}
+}

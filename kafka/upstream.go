@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"go.opentelemetry.io/otel/trace"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sidecall/sidecall/flows"
@@ -75,6 +76,7 @@ func (k *Plugins) newUpstream(b *flows.Builder, raw *yaml.Node, at flows.Path) (
 	b.Decode(raw, at, &c)
 	addrs := validateConn(b, at, &c.conn)
 	validateProducer(b, at, &c.producerSettings)
+	warnIgnoredUpstream(b, at, c.Keepalive, c.KeepaliveEnabled, c.ClusterName)
 	if err := validTopic(c.Topic); err != nil {
 		b.Errorf(at.Key("topic"), "%v", err)
 	}
@@ -159,8 +161,11 @@ func (p *upstream) Access(ctx context.Context, x *flows.Exchange) error {
 	pctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	for _, t := range topics {
-		msg := &sarama.ProducerMessage{Topic: t, Key: key, Value: sarama.ByteEncoder(value)}
-		if err := p.prod.Produce(pctx, msg, !p.async, false); err != nil {
+		sctx, span := startSpan(pctx, "send", trace.SpanKindProducer, t, "")
+		msg := &sarama.ProducerMessage{Topic: t, Key: key, Value: sarama.ByteEncoder(value), Headers: traceHeaders(sctx, nil)}
+		err := p.prod.Produce(sctx, msg, !p.async, false)
+		endSpan(span, "", err)
+		if err != nil {
 			x.Log.Warn("kafka-upstream: produce failed")
 			m := "could not send message to topic"
 			if p.returnErrorMsg {
