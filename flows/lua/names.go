@@ -132,7 +132,7 @@ var Names = []Name{
 	fn("kong.cache.probe", allPhases),
 	fn("kong.cache.invalidate", allPhases),
 
-	tbl("ngx.var", "request_uri, uri, args, query_string, is_args, host, http_host, server_name, server_port, server_addr, scheme, request_method, request_id, request_body, request_time, msec, remote_addr, realip_remote_addr, remote_port, status, upstream_status, upstream_uri, upstream_host, http_*, arg_*, cookie_*. Writable: args, upstream_uri, upstream_host."),
+	tbl("ngx.var", "request_uri, uri, args, query_string, is_args, host, http_host, server_name, server_port, server_addr, scheme, request_method, request_id, request_body, request_time, msec, remote_addr, realip_remote_addr, remote_port, status, upstream_status, upstream_uri, upstream_host, http_*, arg_*, cookie_*. Writable: args, upstream_uri, upstream_host, upstream_x_forwarded_* (for, proto, host, port, path, prefix: the X-Forwarded-* headers the upstream gets; nil or \"\" removes one)."),
 	tbl("ngx.ctx", "Per request, shared by every chunk of the request."),
 	tbl("ngx.header", "The response headers: reads in header_filter/body_filter, writes in rewrite/access/header_filter."),
 	tbl("ngx.arg", "body_filter only: [1] is the whole buffered body, [2] is true."),
@@ -198,16 +198,18 @@ var Names = []Name{
 }
 
 // Refused lists what Kong code may use and sidecall does not provide, with
-// why (docs/lua.md). Calling any of these is a load error.
+// why (docs/lua.md). Calling any of these is a load error, as is calling
+// or indexing any global neither the chunk nor the sandbox defines.
 var Refused = []struct{ Name, Why string }{
 	{"ngx.location.*, ngx.exec", "nginx subrequests and internal redirects: use a request-callout or a route"},
 	{"ngx.socket.*, ngx.timer.*, ngx.thread.*, ngx.sleep", "no sockets, timers, threads or blocking in the sandbox"},
 	{"ngx.shared.*", "no shared dictionaries: kong.cache is a per-process cache"},
 	{"ngx.flush, ngx.eof, ngx.send_headers", "responses are sent by Envoy, whole"},
+	{"ngx.ctx.balancer_data", "Kong's balancer state: timeouts and retries are Envoy's route and cluster settings"},
 	{"kong.db, kong.dns, kong.cluster, kong.nginx, kong.ip, kong.websocket", "sidecall has no database, DNS client, cluster or nginx"},
 	{"kong.service.set_target, kong.service.set_upstream, kong.service.set_tls_*", "Envoy picks the upstream"},
 	{"kong.client.authenticate, kong.client.load_consumer", "sidecall has no consumers"},
-	{"require of anything but cjson and cjson.safe", "no module loading"},
+	{"require of anything but cjson and cjson.safe", "no module loading (a literal name is refused at load, a computed one when it runs)"},
 	{"os (but os.clock, os.date, os.difftime, os.time), io, debug, package, coroutine, load*, dofile, getfenv/setfenv, string.dump", "as Kong's sandbox"},
 }
 

@@ -332,8 +332,17 @@ func (s *state) ngxVar() *glua.LTable {
 				}
 			case "upstream_host":
 				h.SetHeader("host", val)
+			case "upstream_x_forwarded_for", "upstream_x_forwarded_proto", "upstream_x_forwarded_host",
+				"upstream_x_forwarded_port", "upstream_x_forwarded_path", "upstream_x_forwarded_prefix":
+				// Kong's template sends these as X-Forwarded-*; nginx omits an empty one.
+				hdr := "x-" + strings.ReplaceAll(strings.TrimPrefix(name, "upstream_x_"), "_", "-")
+				if val == "" {
+					h.ClearHeader(hdr)
+				} else {
+					h.SetHeader(hdr, val)
+				}
 			default:
-				L.RaiseError("ngx.var.%s cannot be written in sidecall (writable: args, upstream_uri, upstream_host)", name)
+				L.RaiseError("ngx.var.%s cannot be written in sidecall (writable: args, upstream_uri, upstream_host, upstream_x_forwarded_*)", name)
 			}
 			return 0
 		}),

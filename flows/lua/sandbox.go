@@ -155,6 +155,10 @@ func (e *UnknownNameError) Error() string {
 // reads at the top (if ngx.config then) stay allowed, as they are nil.
 func checkNames(r Refs) error {
 	for _, u := range r.Uses {
+		if u.Path == "ngx.ctx.balancer_data" || strings.HasPrefix(u.Path, "ngx.ctx.balancer_data.") {
+			// Kong's balancer state: Envoy's route and cluster own timeouts and retries
+			return &UnknownNameError{Name: "ngx.ctx.balancer_data", Line: u.Line}
+		}
 		ok, unknown := Provided(u.Path)
 		if ok && u.Call && namespaces[u.Path] && u.Path != "kong.log" {
 			return &UnknownNameError{Name: u.Path, Line: u.Line} // a table, not a function
@@ -203,6 +207,9 @@ func (e *TimeoutError) Budget() bool { return e.Instructions > 0 }
 func Compile(src, name string) (*Chunk, error) {
 	stmts, err := parseLua(src, name)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkChunkGlobals(stmts); err != nil {
 		return nil, err
 	}
 	return compile(stmts, src, name, false)
