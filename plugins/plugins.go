@@ -58,6 +58,7 @@ func New(o Options) *Set {
 	flowcallout.Register(r, flowMetrics(reg))
 	callout.Register(r, callout.Options{Metrics: reg, Version: o.Version, SelfAddrs: o.SelfAddrs})
 	kafka.Register(r, reg)
+	o.Lua.Plugins = r.Names()
 	return &Set{Registry: r, Lua: luaRuntime(o.Lua, reg)}
 }
 

@@ -61,14 +61,29 @@ for f in "$dir"/lua/*.lua; do
   phase=${phase:-access}
   cfg="$work/lua.yaml"
   if [ "$phase" = request-callout ]; then
-    # a by_lua hook: in a callout's request, or in upstream when the line says so
+    # a by_lua hook, in the first callout's request or in upstream when the
+    # line says so; one callout per callouts.<name> the snippet reads
     at=request
     head -1 "$f" | grep -q 'upstream.by_lua' && at=upstream
+    names=$(grep -oE 'callouts\.[A-Za-z_][A-Za-z0-9_]*' "$f" | cut -d. -f2 | awk '!seen[$0]++')
+    names=${names:-c1}
     {
-      printf '_format_version: "3.0"\nplugins:\n  - name: request-callout\n    config:\n'
-      printf '      callouts:\n        - name: c1\n          request:\n            url: http://127.0.0.1:9/c1\n'
-      if [ $at = request ]; then printf '            by_lua: |\n'; else printf '      upstream:\n        by_lua: |\n'; fi
-      sed 's/^/              /' "$f"
+      printf '_format_version: "3.0"\nservices:\n  - name: up\n    url: http://127.0.0.1:%s\n' "$up_port"
+      printf '    routes:\n      - name: all\n        paths: ["/"]\n        plugins:\n'
+      printf '          - name: request-callout\n            config:\n              callouts:\n'
+      first=1
+      for c in $names; do
+        printf '                - name: %s\n                  request:\n                    url: http://127.0.0.1:%s/%s\n' "$c" "$up_port" "$c"
+        if [ $at = request ] && [ $first = 1 ]; then
+          printf '                    by_lua: |\n'
+          sed 's/^/                      /' "$f"
+        fi
+        first=0
+      done
+      if [ $at = upstream ]; then
+        printf '              upstream:\n                by_lua: |\n'
+        sed 's/^/                  /' "$f"
+      fi
     } >"$cfg"
   else
     plugin=pre-function
@@ -82,7 +97,7 @@ for f in "$dir"/lua/*.lua; do
   fi
   if "$bin" validate --offline "$cfg" >"$work/err" 2>&1; then
     ok=$((ok + 1))
-    [ "$phase" = request-callout ] || runnable+=("$f:$cfg.$n")
+    runnable+=("$f:$cfg.$n")
     cp "$cfg" "$cfg.$n"
   else
     printf 'lua %s: %s\n' "$(basename "$f")" "$(grep -v warning: "$work/err" | head -1)" >>"$report"
@@ -112,7 +127,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
   ran=0 good=0
   for pair in "${runnable[@]}"; do
     f=${pair%%:*} cfg=${pair#*:}
-    "$bin" try -c "$cfg" --listen "127.0.0.1:$try_port" --upstream "http://127.0.0.1:$up_port" >"$work/try.log" 2>&1 &
+    TEST_SECRET=corpus "$bin" try -c "$cfg" --listen "127.0.0.1:$try_port" --upstream "http://127.0.0.1:$up_port" >"$work/try.log" 2>&1 &
     pid=$!
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$try_port/" 2>/dev/null && break; sleep 0.1; done
     ran=$((ran + 1))
@@ -126,6 +141,6 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
   done
   kill "$up_pid" 2>/dev/null; wait "$up_pid" 2>/dev/null || true
-  echo "Lua snippets that run without a sidecall error: $good of $ran (request-callout hooks are only loaded)"
+  echo "Lua snippets that run without a sidecall error: $good of $ran"
 fi
 echo "failures: $report"

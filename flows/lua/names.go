@@ -75,6 +75,7 @@ var Names = []Name{
 
 	fn("kong.node.get_id", allPhases, "A random id per process."),
 	fn("kong.node.get_hostname", allPhases),
+	tbl("kong.configuration", "Read-only: database (\"off\"), role (\"traditional\"), untrusted_lua (\"sandbox\"), plugins (the plugins sidecall runs). Other kong.conf keys are nil."),
 
 	fn("kong.service.request.set_header", reqPhases, "host sets :authority."),
 	fn("kong.service.request.add_header", reqPhases),

@@ -169,6 +169,7 @@ func (s *state) kongTable() *glua.LTable {
 	kong.RawSetString("client", s.readOnly(s.clientTable()))
 	kong.RawSetString("router", s.readOnly(s.routerTable()))
 	kong.RawSetString("node", s.readOnly(s.nodeTable()))
+	kong.RawSetString("configuration", s.readOnly(s.configurationTable()))
 	kong.RawSetString("table", s.readOnly(s.kongTableLib()))
 	s.cacheView = s.readOnly(s.cacheTable())
 	kong.RawSetString("cache", s.cacheView)
@@ -729,4 +730,20 @@ func (s *state) newBignumMT() *glua.LTable {
 		"__pow": arith(math.Pow),
 		"__unm": L.NewFunction(func(L *glua.LState) int { L.Push(glua.LNumber(-toF(L.Get(1)))); return 1 }),
 	})
+}
+
+// configurationTable is kong.configuration: the few kong.conf values that
+// mean something in sidecall (DB-less, sandboxed Lua, the plugins it runs).
+func (s *state) configurationTable() *glua.LTable {
+	L := s.L
+	plugins := L.CreateTable(len(s.sb.opts.Plugins), 0)
+	for _, p := range s.sb.opts.Plugins {
+		plugins.Append(glua.LString(p))
+	}
+	t := L.NewTable()
+	t.RawSetString("database", glua.LString("off"))
+	t.RawSetString("role", glua.LString("traditional"))
+	t.RawSetString("untrusted_lua", glua.LString("sandbox"))
+	t.RawSetString("plugins", s.readOnly(plugins))
+	return t
 }

@@ -155,3 +155,15 @@ func TestKongLogIsCallable(t *testing.T) {
 	defer sb.Close()
 	runOK(t, sb, `kong.log("as ", "notice")`, newHost())
 }
+
+func TestKongConfiguration(t *testing.T) {
+	sb := New(Options{Plugins: []string{"cors", "pre-function"}})
+	defer sb.Close()
+	h := newHost()
+	if err := run(t, sb, `kong.ctx.shared.x = kong.configuration.plugins[2] .. "," .. kong.configuration.database .. "," .. tostring(kong.configuration.pg_host)`, h); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.shared["x"]; got != "pre-function,off,nil" {
+		t.Fatalf("got %v", got)
+	}
+}

@@ -38,6 +38,8 @@ type Options struct {
 	MaxTableLen  int           // longest list cjson.decode/table.insert may build
 	PoolSize     int           // idle states kept
 	Log          *zap.Logger   // print() and errors when the Host has no logger
+	// Plugins are the plugin names sidecall runs: kong.configuration.plugins.
+	Plugins []string
 }
 
 // Sandbox runs compiled chunks on pooled, sandboxed Lua states. It is safe
