@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,16 +35,24 @@ type scenario struct {
 	Body    string
 	Status  int    // what the demo answers
 	Expect  string // a piece of the body
+	Times   int    // > 1: run that many times in a row, each answering Status and Expect
+	Result  string // set: then GET the answer's Location; once 200, its body has this
 }
 
 var demoScenarios = []scenario{
-	{"pass-through (strip_path: /orders is removed, as Kong does), with correlation-id echoed", "GET", "/orders/42", nil, "", 200, `"path":"/42"`},
-	{"request-callout enriches the upstream request", "GET", "/profile/7", nil, "", 200, `"X-User-Name":["User 7"]`},
-	{"request-callout aggregation answered by sidecall", "GET", "/dashboard", nil, "", 200, `"orders":3`},
-	{"flow-callout: the security flow allows", "GET", "/secure", nil, "", 200, `"X-Security-User":["alice"]`},
-	{"flow-callout: the security flow denies", "GET", "/secure", []string{"X-Deny", "1"}, "", 403, "Access denied by security flow."},
-	{"Kafka request-reply through an embedded broker", "POST", "/quote", []string{"Content-Type", "application/json"}, `{"symbol":"ACME"}`, 200, `"symbol":"ACME"`},
-	{"pre-function Lua answers", "GET", "/hello?name=sidecall", nil, "", 200, `"hello":"sidecall"`},
+	{"pass-through (strip_path: /orders is removed, as Kong does), with correlation-id echoed", "GET", "/orders/42", nil, "", 200, `"path":"/42"`, 0, ""},
+	{"request-callout enriches the upstream request", "GET", "/profile/7", nil, "", 200, `"X-User-Name":["User 7"]`, 0, ""},
+	{"request-callout aggregation answered by sidecall", "GET", "/dashboard", nil, "", 200, `"orders":3`, 0, ""},
+	{"flow-callout: the security flow allows", "GET", "/secure", nil, "", 200, `"X-Security-User":["alice"]`, 0, ""},
+	{"flow-callout: the security flow denies", "GET", "/secure", []string{"X-Deny", "1"}, "", 403, "Access denied by security flow.", 0, ""},
+	{What: "circuit breaker: the recommendations service fails 3 times in a row (503, continued: X-Sidecall-Completed: false), which opens it",
+		Method: "GET", Path: "/recommendations", Status: 200, Expect: `"service":"answered 503`, Times: 3},
+	{What: "circuit breaker open for 30 s: the callout fails at once, the service is not called", Method: "GET", Path: "/recommendations",
+		Status: 200, Expect: `"service":"not called: circuit open"`},
+	{"Kafka request-reply through an embedded broker", "POST", "/quote", []string{"Content-Type", "application/json"}, `{"symbol":"ACME"}`, 200, `"symbol":"ACME"`, 0, ""},
+	{What: "Kafka request-reply, async: 202 + Location at once, then GET the Location: 200 with the reply", Method: "POST", Path: "/report",
+		Headers: []string{"Content-Type", "application/json"}, Body: `{"symbol":"ACME"}`, Status: 202, Expect: `"status":"pending"`, Result: `"symbol":"ACME"`},
+	{"pre-function Lua answers", "GET", "/hello?name=sidecall", nil, "", 200, `"hello":"sidecall"`, 0, ""},
 }
 
 func (s scenario) curl(base string) string {
@@ -59,6 +68,14 @@ func (s scenario) curl(base string) string {
 		fmt.Fprintf(&b, " -d '%s'", s.Body)
 	}
 	fmt.Fprintf(&b, " '%s%s'", base, s.Path)
+	switch {
+	case s.Times > 1:
+		return fmt.Sprintf("for i in $(seq %d); do %s; echo; done", s.Times, b.String())
+	case s.Result != "":
+		// tee shows the 202; sed keeps its Location for the GET.
+		return fmt.Sprintf("loc=$(%s | tee /dev/stderr | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p')\ncurl -i \"%s$loc\"",
+			strings.Replace(b.String(), "curl -i", "curl -si", 1), base)
+	}
 	return b.String()
 }
 
@@ -79,8 +96,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // demoBackends are the orders upstream (echoes what it received), the users
-// API that callouts call, and the security flow service.
-func demoBackends() (orders, users, flow string, stop func(), err error) {
+// API that callouts call, the security flow service, and a recommendations
+// service that always fails (for the circuit breaker).
+func demoBackends() (orders, users, flow, flaky string, stop func(), err error) {
 	var stops []func()
 	stop = func() {
 		for _, s := range stops {
@@ -106,19 +124,23 @@ func demoBackends() (orders, users, flow string, stop func(), err error) {
 		}
 		writeJSON(w, 200, map[string]any{"allowed": true, "user": "alice"})
 	})
+	var calls atomic.Int64
+	flakyH := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 503, map[string]any{"error": "overloaded", "call": calls.Add(1)})
+	})
 	for _, p := range []struct {
 		h   http.Handler
 		out *string
-	}{{echo, &orders}, {usersMux, &users}, {flowH, &flow}} {
+	}{{echo, &orders}, {usersMux, &users}, {flowH, &flow}, {flakyH, &flaky}} {
 		addr, s, e := serveBackend(p.h)
 		if e != nil {
 			stop()
-			return "", "", "", nil, e
+			return "", "", "", "", nil, e
 		}
 		*p.out = addr
 		stops = append(stops, s)
 	}
-	return orders, users, flow, stop, nil
+	return orders, users, flow, flaky, stop, nil
 }
 
 func quoteHandler(_ context.Context, req *kafkav1.Request) *kafkav1.Reply {
@@ -143,7 +165,7 @@ type demoOptions struct {
 
 // runDemo runs the demo until ctx ends.
 func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
-	orders, users, flow, stopBackends, err := demoBackends()
+	orders, users, flow, flaky, stopBackends, err := demoBackends()
 	if err != nil {
 		return err
 	}
@@ -162,7 +184,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 	respDone := make(chan error, 1)
 	go func() { respDone <- responder.Run(rctx, func() { close(responderReady) }) }()
 
-	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow,
+	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow, "{{FLAKY}}", flaky,
 		"{{KAFKA_HOST}}", kh, "{{KAFKA_PORT}}", kp).Replace(demoConfig)
 	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout, maxBody: o.maxBody, hideConfig: o.hideConfig,
 		selfAddrs: []string{o.listen, o.adminListen}, envoy: o.envoy})
