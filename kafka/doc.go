@@ -83,7 +83,8 @@
 // waits for it while pending) instead of producing; the same key with
 // another method, path, query or body is 422. async answers 202 with a
 // Location under result_path and stores the reply for GETs there. gather
-// answers with up to N replies for one correlation ID within window_ms.
+// answers with up to N replies for one correlation ID within window_ms,
+// as JSON or through by_lua (kong.ctx.shared.kafka_replies).
 // Stores: one in-process map per flows.Resources (memory), or Redis shared
 // by replicas (waiters poll). See docs/kafka-at-scale.md.
 //

@@ -133,6 +133,40 @@ func (p *requestReply) gatherCall(ctx context.Context, x *flows.Exchange) error 
 		return p.fail(id, 499, "canceled", "client went away", ctx.Err())
 	}
 	p.m.requests.WithLabelValues(p.route, p.topic, outcome).Inc()
+	if g.lua != nil {
+		return p.gatherLua(ctx, x, e)
+	}
 	x.Respond(e.Status, e.headers(), e.Body)
+	return nil
+}
+
+// Keys of kong.ctx.shared that gather.by_lua reads.
+const (
+	repliesKey  = "kafka_replies"          // [{status, headers, body, body_base64}]
+	completeKey = "kafka_replies_complete" // all replies came within the window
+)
+
+// gatherLua answers through gather.by_lua, which finds the replies in
+// kong.ctx.shared.kafka_replies and answers with kong.response.exit; the
+// JSON answer when it does not. The replies are decoded from that answer,
+// so both show the same objects.
+func (p *requestReply) gatherLua(ctx context.Context, x *flows.Exchange, e *storedReply) error {
+	var v struct {
+		Replies  []any `json:"replies"`
+		Complete bool  `json:"complete"`
+	}
+	if err := json.Unmarshal(e.Body, &v); err != nil {
+		return &flows.HTTPError{Status: 500, Message: "An unexpected error occurred", Err: err}
+	}
+	if x.Shared == nil {
+		x.Shared = map[string]any{}
+	}
+	x.Shared[repliesKey], x.Shared[completeKey] = v.Replies, v.Complete
+	if err := p.scale.gather.lua.Run(ctx, x); err != nil {
+		return err
+	}
+	if x.Reply == nil {
+		x.Respond(e.Status, e.headers(), e.Body)
+	}
 	return nil
 }

@@ -145,9 +145,11 @@ func newClientSettings(addrs []string, c *conn, ps *producerSettings) clientSett
 	return clientSettings{addrs: addrs, conn: *c, ps: *ps, key: producerKey(connKey(addrs, c), ps)}
 }
 
-func (*requestReply) Name() string         { return "kafka-request-reply" }
-func (*requestReply) Priority() int        { return RequestReplyPriority }
-func (p *requestReply) Needs() flows.Needs { return flows.Needs{RequestBody: p.fwdBody} }
+func (*requestReply) Name() string  { return "kafka-request-reply" }
+func (*requestReply) Priority() int { return RequestReplyPriority }
+func (p *requestReply) Needs() flows.Needs {
+	return flows.Needs{RequestBody: p.fwdBody || p.scale != nil && p.scale.gather != nil && p.scale.gather.readsBody}
+}
 
 func (k *Plugins) newRequestReply(b *flows.Builder, raw *yaml.Node, at flows.Path) (flows.Plugin, error) {
 	c := requestReplyConfig{

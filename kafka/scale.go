@@ -34,8 +34,9 @@ type asyncConfig struct {
 
 // gatherConfig is config.gather.
 type gatherConfig struct {
-	Replies  int `yaml:"replies"`
-	WindowMS int `yaml:"window_ms"`
+	Replies  int    `yaml:"replies"`
+	WindowMS int    `yaml:"window_ms"`
+	ByLua    string `yaml:"by_lua"`
 }
 
 // scaleConfig holds the optional blocks (inline in requestReplyConfig);
@@ -71,8 +72,10 @@ type asyncMode struct {
 }
 
 type gatherMode struct {
-	n      int
-	window time.Duration
+	n         int
+	window    time.Duration
+	lua       *flows.LuaChunk // by_lua; nil: the JSON answer
+	readsBody bool            // by_lua reads the request body
 }
 
 // Defaults of the optional blocks, applied to zero values (zero is never
@@ -168,6 +171,14 @@ func compileScale(b *flows.Builder, at flows.Path, c *scaleConfig, timeout time.
 		// The window lives inside reply_timeout, the plugin's budget.
 		checkRange(b, gp.Key("window_ms"), g.WindowMS, 1, int(timeout/time.Millisecond))
 		s.gather = &gatherMode{n: g.Replies, window: time.Duration(g.WindowMS) * time.Millisecond}
+		if g.ByLua != "" {
+			// An async result is stored without a client request to run on.
+			if s.async != nil {
+				b.Errorf(gp.Key("by_lua"), "not supported with async (the stored result is the JSON answer)")
+			}
+			s.gather.lua = b.Lua(g.ByLua, gp.Key("by_lua"))
+			s.gather.readsBody = strings.Contains(g.ByLua, "get_body") || strings.Contains(g.ByLua, "get_raw_body")
+		}
 	}
 	if s.idem == nil && s.async == nil && s.gather == nil {
 		return nil

@@ -74,6 +74,38 @@ func TestE2EAsync(t *testing.T) {
 	}
 }
 
+// TestE2EGatherByLua: through the Envoy stand-in, gather.by_lua answers
+// with the cheapest of the gathered quotes.
+func TestE2EGatherByLua(t *testing.T) {
+	_, addr := e2eCluster(t, 0)
+	for _, price := range []string{"12", "9"} {
+		respond(t, addr, func(_ context.Context, _ *kafkav1.Request) *kafkav1.Reply {
+			return &kafkav1.Reply{Status: 200, Headers: []*kafkav1.Header{{Name: "content-type", Value: "application/json"}},
+				Body: []byte(`{"price":` + price + `}`)}
+		})
+	}
+	h := envoytest.Start(t, deck(addr, `reply_timeout: 5000
+gather:
+  replies: 2
+  window_ms: 3000
+  by_lua: |
+    local best
+    for _, r in ipairs(kong.ctx.shared.kafka_replies) do
+      local q = cjson.decode(r.body)
+      if not best or q.price < best then best = q.price end
+    end
+    kong.response.exit(200, { best = best, complete = kong.ctx.shared.kafka_replies_complete })`, ""), envoytest.Options{})
+	waitKafkaReady(t, h)
+	r := send(client(t), h, "POST", "/rr/quote", "ACME")
+	var got struct {
+		Best     float64 `json:"best"`
+		Complete bool    `json:"complete"`
+	}
+	if r.err != nil || r.status != 200 || json.Unmarshal(r.body, &got) != nil || got.Best != 9 || !got.Complete {
+		t.Fatalf("%v %d %s", r.err, r.status, r.body)
+	}
+}
+
 // respondOn runs a kafka.Responder on topic until the test ends.
 func respondOn(t *testing.T, addr, topic string, h kafka.Handler) {
 	t.Helper()

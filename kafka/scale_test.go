@@ -323,6 +323,40 @@ func TestGather(t *testing.T) {
 	check(three, false)
 }
 
+// TestGatherByLua: gather.by_lua builds the answer from
+// kong.ctx.shared.kafka_replies; a chunk that does not exit leaves the JSON
+// answer.
+func TestGatherByLua(t *testing.T) {
+	_, addr := newCluster(t)
+	for _, name := range []string{"a", "b"} {
+		startResponder(t, addr, FormatJSON, func(_ context.Context, req *kafkav1.Request) *kafkav1.Reply {
+			return &kafkav1.Reply{Status: 200, Headers: []*kafkav1.Header{{Name: "x-from", Value: name}}, Body: []byte(name + ":" + string(RequestBodyOf(req)))}
+		})
+	}
+	res := newResources(t)
+	lua := build(t, res, "kafka-request-reply", rrConfig(addr, `gather:
+  replies: 2
+  window_ms: 3000
+  by_lua: |
+    local out = {}
+    for i, r in ipairs(kong.ctx.shared.kafka_replies) do
+      out[i] = r.status .. " " .. r.headers["x-from"] .. "=" .. r.body
+    end
+    table.sort(out)
+    kong.response.exit(207, table.concat(out, ","), { ["X-Complete"] = tostring(kong.ctx.shared.kafka_replies_complete) })`))
+	quiet := build(t, res, "kafka-request-reply", rrConfig(addr, `gather: {replies: 2, window_ms: 3000, by_lua: "local n = #kong.ctx.shared.kafka_replies"}`))
+	waitReady(t, res)
+	r := mustAccess(t, lua, exchange("POST", "/q", "", []byte("hi")))
+	if r.Status != 207 || string(r.Body) != "200 a=a:hi,200 b=b:hi" || r.Headers.Get("x-complete") != "true" {
+		t.Fatalf("by_lua answer %d %v %q", r.Status, r.Headers, r.Body)
+	}
+	r = mustAccess(t, quiet, exchange("POST", "/q", "", []byte("hi")))
+	var g gatherBody
+	if err := json.Unmarshal(r.Body, &g); err != nil || r.Status != 200 || !g.Complete || len(g.Replies) != 2 {
+		t.Fatalf("no exit: %d %s (%v)", r.Status, r.Body, err)
+	}
+}
+
 // TestTwoReplicasUnderLoad: two plugin instances with their own clients (as
 // two sidecall processes) share one reply topic, or pin a partition each;
 // under concurrent load every reply reaches its own waiter.
@@ -370,14 +404,16 @@ func TestTwoReplicasUnderLoad(t *testing.T) {
 // config errors at their paths.
 func TestScaleConfigErrors(t *testing.T) {
 	for extra, want := range map[string]string{
-		"idempotency: {strategy: disk}":                    "idempotency.strategy",
-		"idempotency: {header: 'bad header'}":              "idempotency.header",
-		"idempotency: {strategy: redis, redis: {port: 0}}": "",
-		"async: {enabled: true, result_path: replies}":     "async.result_path",
-		"async: {enabled: true, ttl: 10}":                  "async.ttl",
-		"gather: {replies: 0}":                             "gather.replies",
-		"gather: {replies: 2, window_ms: 99999}":           "gather.window_ms",
-		"idempotency: {nope: 1}":                           "idempotency.nope",
+		"idempotency: {strategy: disk}":                                 "idempotency.strategy",
+		"idempotency: {header: 'bad header'}":                           "idempotency.header",
+		"idempotency: {strategy: redis, redis: {port: 0}}":              "",
+		"async: {enabled: true, result_path: replies}":                  "async.result_path",
+		"async: {enabled: true, ttl: 10}":                               "async.ttl",
+		"gather: {replies: 0}":                                          "gather.replies",
+		"gather: {replies: 2, window_ms: 99999}":                        "gather.window_ms",
+		"gather: {replies: 2, by_lua: 'if then'}":                       "gather.by_lua",
+		"gather: {replies: 2, by_lua: 'x = 1'}\nasync: {enabled: true}": "gather.by_lua: not supported with async",
+		"idempotency: {nope: 1}":                                        "idempotency.nope",
 	} {
 		_, b := tryBuild(t, newResources(t), "kafka-request-reply", rrConfig("127.0.0.1:9092", extra))
 		if want == "" {
