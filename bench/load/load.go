@@ -21,7 +21,8 @@ type Scenario struct {
 	Name     string
 	Route    string // sent as the xds.route_name attribute
 	Path     string
-	Response bool // also send response headers (echo_downstream)
+	Response bool     // also send response headers (echo_downstream)
+	Headers  []string // extra request headers: name, value pairs
 }
 
 // Result of one run.
@@ -42,6 +43,9 @@ func requestHeaders(s Scenario) *extprocv3.ProcessingRequest {
 		{Key: "user-agent", RawValue: []byte("curl/8.5.0")}, {Key: "accept", RawValue: []byte("*/*")},
 		{Key: "x-forwarded-proto", RawValue: []byte("http")}, {Key: "x-request-id", RawValue: []byte("5f0c8c1e-6d1b-4a8e-9a57-1f8f3c2b9d10")},
 	}}
+	for i := 0; i+1 < len(s.Headers); i += 2 {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: s.Headers[i], RawValue: []byte(s.Headers[i+1])})
+	}
 	return &extprocv3.ProcessingRequest{
 		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm, EndOfStream: true}},
 		Attributes: map[string]*structpb.Struct{"envoy.filters.http.ext_proc": {Fields: map[string]*structpb.Value{
