@@ -25,6 +25,9 @@ import (
 	"github.com/sidecall/sidecall/bench/load"
 )
 
+// benchConfig's routes keep the client's path and Host (strip_path: false,
+// preserve_host: true), so the pass-through route sends Envoy no mutation
+// at all, as the floor does not.
 const benchConfig = `_format_version: "3.0"
 services:
   - name: bench
@@ -32,8 +35,12 @@ services:
     routes:
       - name: pass
         paths: ["/pass"]
+        strip_path: false
+        preserve_host: true
       - name: corr
         paths: ["/corr"]
+        strip_path: false
+        preserve_host: true
         plugins:
           - name: correlation-id
             config: {header_name: X-Correlation-ID, generator: uuid#counter, echo_downstream: true}
