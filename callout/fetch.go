@@ -14,6 +14,7 @@ import (
 
 	"github.com/sidecall/sidecall/internal/httpx"
 	"github.com/sidecall/sidecall/internal/tracing"
+	"github.com/sidecall/sidecall/internal/urlsafe"
 	"go.uber.org/zap"
 )
 
@@ -47,14 +48,19 @@ func (p *Plugin) call(ctx context.Context, log *zap.Logger, st *state) *result {
 		start := time.Now()
 		status, hdr, body, err := p.attempt(ctx, c, st.send)
 		d := time.Since(start)
-		tracing.Observe(ctx, c.m.duration, d.Seconds())
 		switch {
+		case errors.Is(err, errBreakerOpen):
+			// not sent: no attempt, no latency sample
+			c.m.m.refuse(c.m.route, c.name, urlsafe.Reason("breaker_open"))
 		case err != nil && errors.Is(ctx.Err(), context.Canceled):
 			c.m.attempt(statusCanceled) // the client went away
 		case err != nil:
 			c.m.attempt(0)
 		default:
 			c.m.attempt(status)
+		}
+		if !errors.Is(err, errBreakerOpen) {
+			tracing.Observe(ctx, c.m.duration, d.Seconds())
 		}
 		log.Debug("callout", zap.String("callout", c.name), zap.String("url", redactURL(st.send.url)),
 			zap.Int("status", status), zap.Float64("latency_ms", float64(d.Microseconds())/1000), zap.Error(err))

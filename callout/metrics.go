@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"route", "callout"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecall_callout_refused_total",
-			Help: "Callouts not sent, by callout and reason: bad_client_value (a control character from the client, 400), url_component, fixed_part, host_not_allowed, forbidden_host, self, invalid_url (the url refused, on_error applies). callout is empty for config.upstream; route is empty for a global plugin.",
+			Help: "Callouts not sent, by callout and reason: bad_client_value (a control character from the client, 400), url_component, fixed_part, host_not_allowed, forbidden_host, self, invalid_url (the url refused, on_error applies), breaker_open (failed at once by an open circuit breaker). callout is empty for config.upstream; route is empty for a global plugin.",
 		}, []string{"route", "callout", "reason"}),
 	}
 	if reg != nil {

@@ -146,6 +146,16 @@ func TestBreakerE2EOpensSkipsNetworkAndRecovers(t *testing.T) {
 	if n := cs.Count(); n != 3 {
 		t.Fatalf("callout server hits %d while open, want still 3", n)
 	}
+	// A fast failure is no HTTP attempt: it counts as refused, not as an
+	// attempt's error or latency.
+	for _, route := range []string{"soft", "hard"} {
+		if v := metricValue(t, h.Metrics, "sidecall_callout_refused_total", map[string]string{"route": route, "callout": "quote", "reason": "breaker_open"}); v != 1 {
+			t.Errorf("%s: refused breaker_open %v, want 1", route, v)
+		}
+		if v := metricValue(t, h.Metrics, "sidecall_callout_requests_total", map[string]string{"route": route, "callout": "quote", "status_class": "error"}); v != -1 {
+			t.Errorf("%s: %v attempts counted as transport errors, want none", route, v)
+		}
+	}
 	if d := time.Since(start); d > 300*time.Millisecond {
 		t.Fatalf("fast-fail took %v", d)
 	}

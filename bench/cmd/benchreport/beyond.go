@@ -175,7 +175,7 @@ func runBeyond() (string, error) {
 	hits := func(n *atomic.Int64) func() float64 { return func() float64 { return float64(n.Load()) } }
 	calloutErrors := func(route string) func() float64 {
 		return func() float64 {
-			return counter(reg, "sidecall_callout_requests_total", map[string]string{"route": route, "status_class": "error"})
+			return counter(reg, "sidecall_callout_refused_total", map[string]string{"route": route, "reason": "breaker_open"})
 		}
 	}
 	// The kafka clients start in the background: ready once a request is replied.
