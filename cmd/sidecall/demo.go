@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/sidecall/sidecall/flows/lua"
@@ -161,6 +162,7 @@ type demoOptions struct {
 	hideConfig          bool                     // --admin-config=false
 	envoy               envoyTimeouts            // --envoy-message-timeout, --envoy-max-message-timeout
 	ready               func(base, admin string) // called once everything answers
+	tracer              trace.TracerProvider     // nil: tracing off
 }
 
 // runDemo runs the demo until ctx ends.
@@ -187,7 +189,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 	cfg := strings.NewReplacer("{{ORDERS}}", orders, "{{USERS}}", users, "{{FLOW}}", flow, "{{FLAKY}}", flaky,
 		"{{KAFKA_HOST}}", kh, "{{KAFKA_PORT}}", kp).Replace(demoConfig)
 	a, err := newApp(appOptions{config: "demo.yaml", data: []byte(cfg), log: o.log, luaTimeout: o.luaTimeout, maxBody: o.maxBody, hideConfig: o.hideConfig,
-		selfAddrs: []string{o.listen, o.adminListen}, envoy: o.envoy})
+		selfAddrs: []string{o.listen, o.adminListen}, envoy: o.envoy, tracer: o.tracer})
 	if err != nil {
 		return err
 	}
@@ -273,9 +275,18 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall demo:", err)
 		return 2
 	}
+	tp, err := startTracing(log)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecall demo: tracing:", err)
+		return 2
+	}
+	if tp != nil {
+		defer stopTracing(tp, log)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout, maxBody: *maxBody, hideConfig: !*adminConfig, envoy: et}, stdout); err != nil {
+	if err := runDemo(ctx, demoOptions{listen: *listen, adminListen: *admin, log: log, luaTimeout: *luaTimeout, maxBody: *maxBody, hideConfig: !*adminConfig, envoy: et,
+		tracer: tracerOrNil(tp)}, stdout); err != nil {
 		fmt.Fprintln(stderr, "sidecall demo:", err)
 		return 1
 	}

@@ -116,8 +116,16 @@ func cmdTry(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidecall try:", err)
 		return 2
 	}
+	tp, err := startTracing(log)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecall try: tracing:", err)
+		return 2
+	}
+	if tp != nil {
+		defer stopTracing(tp, log)
+	}
 	a, err := newApp(appOptions{config: *config, log: log, luaMode: *luaMode, unsupported: *unsupported, luaTimeout: *luaTimeout, maxBody: *maxBody,
-		selfAddrs: []string{*listen}, envoy: et})
+		selfAddrs: []string{*listen}, envoy: et, tracer: tracerOrNil(tp)})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
