@@ -5,12 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/sidecall/sidecall/internal/tracing"
 	kafkav1 "github.com/sidecall/sidecall/proto/sidecall/kafka/v1"
 )
 
@@ -30,6 +36,9 @@ type Responder struct {
 	Handler     Handler
 	Concurrency int // requests handled at once; default 64
 	Log         *zap.Logger
+	// TracerProvider, when set, makes a consumer span per request, child of
+	// the trace context in its record headers, and carries it on the reply.
+	TracerProvider trace.TracerProvider
 
 	conn *conn // broker connection settings (SASL, TLS); nil: plain, 10 s timeout
 }
@@ -153,6 +162,11 @@ func (r *Responder) handle(ctx context.Context, prod *producer, names HeaderName
 		log.Warn("responder: request without reply topic or correlation id dropped")
 		return
 	}
+	var span trace.Span
+	if r.TracerProvider != nil {
+		ctx, span = r.startSpan(ctx, m, req.GetCorrelationId())
+		defer span.End()
+	}
 	rep := r.Handler(ctx, req)
 	if rep == nil {
 		return
@@ -161,8 +175,12 @@ func (r *Responder) handle(ctx context.Context, prod *producer, names HeaderName
 	value, hs, err := EncodeReply(r.Format, names, rep)
 	if err != nil {
 		log.Warn("responder: encoding reply", zap.Error(err))
+		if span != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
 		return
 	}
+	hs = traceHeaders(ctx, hs)
 	msg := &sarama.ProducerMessage{Topic: req.GetReplyTopic(), Key: sarama.StringEncoder(req.GetCorrelationId()), Value: sarama.ByteEncoder(value), Headers: hs}
 	pin := req.ReplyPartition != nil
 	if pin {
@@ -172,7 +190,29 @@ func (r *Responder) handle(ctx context.Context, prod *producer, names HeaderName
 	defer cancel()
 	if err := prod.Produce(pctx, msg, true, pin); err != nil {
 		log.Warn("responder: producing reply", zap.Error(err))
+		if span != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
 	}
+}
+
+// startSpan continues the trace the request's record headers carry (a new
+// one without them) with a consumer span.
+func (r *Responder) startSpan(ctx context.Context, m *sarama.ConsumerMessage, id string) (context.Context, trace.Span) {
+	c := propagation.MapCarrier{}
+	for _, h := range m.Headers {
+		if k := strings.ToLower(string(h.Key)); tracing.IsPropagationHeader(k) {
+			c[k] = string(h.Value)
+		}
+	}
+	ctx = tracing.Propagator.Extract(ctx, c)
+	attrs := []attribute.KeyValue{tracing.MsgSystem.String("kafka"), tracing.MsgDestination.String(m.Topic),
+		tracing.MsgOperation.String("process"), tracing.MsgOperationNm.String("process")}
+	if id != "" {
+		attrs = append(attrs, tracing.MsgConversation.String(id))
+	}
+	return r.TracerProvider.Tracer(tracing.ScopeName).Start(ctx, "process "+m.Topic,
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 }
 
 // EchoHandler answers 200 with a JSON description of the request

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -56,6 +57,9 @@ func TestTraceTreeKafkaRequestReply(t *testing.T) {
 				}
 				return &kafkav1.Reply{Status: 200, BodyText: "ok"}
 			}}
+			// The service side continues the trace from the record headers.
+			rtp := tracingtest.Provider(t, rcv)
+			r.TracerProvider = rtp
 			go func() { done <- r.Run(ctx, func() { close(ready) }) }()
 			t.Cleanup(func() { cancel(); <-done })
 			<-ready
@@ -90,6 +94,20 @@ func TestTraceTreeKafkaRequestReply(t *testing.T) {
 			}
 			if recordHeader(m, "baggage") != "tenant=acme" {
 				t.Errorf("record baggage %q", recordHeader(m, "baggage"))
+			}
+			// The responder's span is the produce span's child: it ends after
+			// the reply is produced, so flush until it is there.
+			var process []tracingtest.Span
+			for i := 0; i < 100 && len(process) == 0; i++ {
+				tracingtest.Flush(t, rtp)
+				process = tracingtest.Find(rcv.Spans(), "process requests")
+				if len(process) == 0 {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			if len(process) != 1 || process[0].TraceID != clientTrace || process[0].ParentID != produce.SpanID ||
+				process[0].Kind != tracepb.Span_SPAN_KIND_CONSUMER || process[0].Attrs["messaging.message.conversation_id"] == "" {
+				t.Errorf("responder spans %+v, want one consumer span under the produce span %s", process, produce.SpanID)
 			}
 			// The envelope's forwarded trace context is the produce span's too.
 			select {

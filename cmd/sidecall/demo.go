@@ -182,7 +182,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) error {
 	rctx, cancelResponder := context.WithCancel(ctx)
 	defer cancelResponder()
 	responderReady := make(chan struct{})
-	responder := &kafka.Responder{Brokers: []string{broker}, Topic: "quotes.requests", Handler: quoteHandler, Log: o.log}
+	responder := &kafka.Responder{Brokers: []string{broker}, Topic: "quotes.requests", Handler: quoteHandler, Log: o.log, TracerProvider: o.tracer}
 	respDone := make(chan error, 1)
 	go func() { respDone <- responder.Run(rctx, func() { close(responderReady) }) }()
 
