@@ -297,7 +297,7 @@ func TestGather(t *testing.T) {
 		})
 	}
 	res := newResources(t)
-	two := build(t, res, "kafka-request-reply", rrConfig(addr, "gather: {replies: 2, window_ms: 3000}"))
+	two := build(t, res, "kafka-request-reply", rrConfig(addr, "gather: {replies: 2, window_ms: 5000}"))
 	three := build(t, res, "kafka-request-reply", rrConfig(addr, "gather: {replies: 3, window_ms: 300}"))
 	waitReady(t, res)
 	check := func(p flows.Plugin, complete bool) {
@@ -315,7 +315,7 @@ func TestGather(t *testing.T) {
 		if !from["a"] || !from["b"] {
 			t.Fatalf("replies %s", r.Body)
 		}
-		if complete && time.Since(start) > 2*time.Second {
+		if complete && time.Since(start) > 4*time.Second { // the window is 5 s
 			t.Fatalf("complete gather waited out the window: %v", time.Since(start))
 		}
 	}
