@@ -263,34 +263,12 @@ func (p *flowCallout) Access(ctx context.Context, x *flows.Exchange) error {
 	if p.svc == nil {
 		return errors.New("flow-callout: no shared flow service")
 	}
-	start := time.Now()
-	depth, _ := ctx.Value(flowDepthKey{}).(int)
-	if x.Shared == nil {
-		x.Shared = map[string]any{}
-	}
 	sub := p.subExchange(x)
-	var out flowOutcome
-	if depth >= maxFlowDepth {
-		out = flowOutcome{status: 500, err: fmt.Errorf("shared flows nest deeper than %d", maxFlowDepth), result: ResultPluginError}
-	} else {
-		out = p.withParams(ctx, x, func(vals []string) flowOutcome {
-			p.setParamHeaders(sub.Request.Headers, vals)
-			return p.run(context.WithValue(ctx, flowDepthKey{}, depth+1), sub)
-		})
-	}
-	if p.obs != nil {
-		p.obs(p.route, p.svc.Name, out.result, time.Since(start))
-	}
-	failed := out.result != ResultOK
-	if p.key != "" {
-		x.Shared[p.key] = flowResult(out, failed)
-	}
-	if failed {
-		x.Log.Debug("shared flow failed", flowLogFields(p.svc.Name, out)...)
-		if !p.cont {
-			x.Respond(p.status, flows.Headers{"content-type": {"application/json"}}, p.errorReply(x))
-			return nil
-		}
+	if _, failed := p.settle(ctx, x, func(ctx context.Context, vals []string) flowOutcome {
+		p.setParamHeaders(sub.Request.Headers, vals)
+		return p.run(ctx, sub)
+	}); failed && !p.cont {
+		return nil
 	}
 	if !p.preserve && sub.BodyChanged() {
 		x.SetBody(sub.Request.Body)
@@ -298,8 +276,44 @@ func (p *flowCallout) Access(ctx context.Context, x *flows.Exchange) error {
 	return nil
 }
 
+// settle is what both phases share: it runs one flow call under the
+// nesting limit and with its parameters, reports and stores the outcome
+// and, when the call failed and on_flow_error does not continue, answers
+// the client with the error reply.
+func (p *flowCallout) settle(ctx context.Context, x *flows.Exchange, run func(ctx context.Context, vals []string) flowOutcome) (out flowOutcome, failed bool) {
+	start := time.Now()
+	depth, _ := ctx.Value(flowDepthKey{}).(int)
+	if x.Shared == nil {
+		x.Shared = map[string]any{}
+	}
+	if depth >= maxFlowDepth {
+		out = flowOutcome{status: 500, err: fmt.Errorf("shared flows nest deeper than %d", maxFlowDepth), result: ResultPluginError}
+	} else {
+		out = p.withParams(ctx, x, func(vals []string) flowOutcome {
+			return run(context.WithValue(ctx, flowDepthKey{}, depth+1), vals)
+		})
+	}
+	if p.obs != nil {
+		p.obs(p.route, p.svc.Name, out.result, time.Since(start))
+	}
+	failed = out.result != ResultOK
+	if p.key != "" {
+		x.Shared[p.key] = flowResult(out, failed)
+	}
+	if failed {
+		x.Log.Debug("shared flow failed", flowLogFields(p.svc.Name, out)...)
+		if !p.cont {
+			x.Respond(p.status, flows.Headers{"content-type": {"application/json"}}, p.errorReply(x))
+		}
+	}
+	return out, failed
+}
+
 // subExchange copies the request; Shared is the same map (see top).
 func (p *flowCallout) subExchange(x *flows.Exchange) *flows.Exchange {
+	if x.Shared == nil {
+		x.Shared = map[string]any{}
+	}
 	req := x.Request
 	req.Headers = x.Request.Headers.Clone()
 	req.Body = bytes.Clone(x.Request.Body)

@@ -37,10 +37,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sidecall/sidecall/flows"
 	"github.com/sidecall/sidecall/internal/httpx"
@@ -54,34 +52,10 @@ func (p *flowCallout) BodyFilter(ctx context.Context, x *flows.Exchange) error {
 	if p.svc == nil {
 		return errors.New("flow-callout: no shared flow service")
 	}
-	start := time.Now()
-	depth, _ := ctx.Value(flowDepthKey{}).(int)
-	if x.Shared == nil {
-		x.Shared = map[string]any{}
-	}
-	var out flowOutcome
-	if depth >= maxFlowDepth {
-		out = flowOutcome{status: 500, err: fmt.Errorf("shared flows nest deeper than %d", maxFlowDepth), result: ResultPluginError}
-	} else {
-		out = p.withParams(ctx, x, func(vals []string) flowOutcome {
-			return p.runResponse(context.WithValue(ctx, flowDepthKey{}, depth+1), x, vals)
-		})
-	}
-	if p.obs != nil {
-		p.obs(p.route, p.svc.Name, out.result, time.Since(start))
-	}
-	failed := out.result != ResultOK
-	if p.key != "" {
-		x.Shared[p.key] = flowResult(out, failed)
-	}
-	if failed {
-		x.Log.Debug("shared flow failed", flowLogFields(p.svc.Name, out)...)
-		if !p.cont {
-			x.Respond(p.status, flows.Headers{"content-type": {"application/json"}}, p.errorReply(x))
-		}
-		return nil
-	}
-	if p.apply {
+	out, failed := p.settle(ctx, x, func(ctx context.Context, vals []string) flowOutcome {
+		return p.runResponse(ctx, x, vals)
+	})
+	if !failed && p.apply {
 		applyFlowResponse(x, out)
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -269,17 +268,7 @@ func acquireProducer(b *flows.Builder, s *clientSettings, m *metrics) (*producer
 // call produces the request and answers the client with the reply
 // (Access in scale.go adds idempotency, async and gather).
 func (p *requestReply) call(ctx context.Context, x *flows.Exchange) error {
-	id := ""
-	if p.idHeader != "" {
-		id = x.Request.Headers.Get(p.idHeader)
-	}
-	if id == "" {
-		// The correlation-id plugin's value, so the request has one id.
-		id = x.CorrelationID()
-	}
-	if id == "" {
-		id = uuid.NewString()
-	}
+	id := p.requestID(x)
 	fail := func(status int, outcome, msg string, err error) error {
 		p.m.requests.WithLabelValues(p.route, p.topic, outcome).Inc()
 		return &flows.HTTPError{Status: status, Message: msg + " (correlation id " + id + ")", Err: err,

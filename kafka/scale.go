@@ -240,6 +240,7 @@ func (p *requestReply) requestID(x *flows.Exchange) string {
 		id = x.Request.Headers.Get(p.idHeader)
 	}
 	if id == "" {
+		// The correlation-id plugin's value, so the request has one id.
 		id = x.CorrelationID()
 	}
 	if id == "" {

@@ -162,39 +162,40 @@ func ctxPos(L *glua.LState, n int) (*glua.LTable, int) {
 	return ctx, 0
 }
 
+// reFirst is the first match of ngx.re.match and ngx.re.find (subject,
+// regex, options, ctx): its location, ctx.pos moved past it. Without one,
+// loc is nil and n values (nil, or nil and the error) are on the stack.
+func (s *state) reFirst(L *glua.LState) (subj string, r *ngxRegex, loc []int, n int) {
+	subj, r, ok := s.reArgs(L)
+	if !ok {
+		return "", nil, nil, 2
+	}
+	ctx, pos := ctxPos(L, 4)
+	if loc = r.find(subj, pos); loc == nil {
+		L.Push(glua.LNil)
+		return "", nil, nil, 1
+	}
+	if ctx != nil {
+		ctx.RawSetString("pos", glua.LNumber(loc[1]+1))
+	}
+	return subj, r, loc, 0
+}
+
 func (s *state) reTable() *glua.LTable {
 	L := s.L
 	t := fns(L, map[string]glua.LGFunction{
 		"match": func(L *glua.LState) int {
-			subj, r, ok := s.reArgs(L)
-			if !ok {
-				return 2
-			}
-			ctx, pos := ctxPos(L, 4)
-			loc := r.find(subj, pos)
+			subj, r, loc, n := s.reFirst(L)
 			if loc == nil {
-				L.Push(glua.LNil)
-				return 1
-			}
-			if ctx != nil {
-				ctx.RawSetString("pos", glua.LNumber(loc[1]+1))
+				return n
 			}
 			L.Push(s.captures(L, r, subj, loc))
 			return 1
 		},
 		"find": func(L *glua.LState) int {
-			subj, r, ok := s.reArgs(L)
-			if !ok {
-				return 2
-			}
-			ctx, pos := ctxPos(L, 4)
-			loc := r.find(subj, pos)
+			_, _, loc, n := s.reFirst(L)
 			if loc == nil {
-				L.Push(glua.LNil)
-				return 1
-			}
-			if ctx != nil {
-				ctx.RawSetString("pos", glua.LNumber(loc[1]+1))
+				return n
 			}
 			nth := L.OptInt(5, 0)
 			if nth < 0 || 2*nth+1 >= len(loc) || loc[2*nth] < 0 {

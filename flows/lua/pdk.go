@@ -276,21 +276,7 @@ func (s *state) kongTable() *glua.LTable {
 	svc.RawSetString("response", s.readOnly(s.serviceResponse()))
 	kong.RawSetString("service", s.readOnly(svc))
 
-	resp := fns(L, map[string]glua.LGFunction{
-		"get_status": func(L *glua.LState) int { L.Push(glua.LNumber(s.check(L, phasesRespRead).Status())); return 1 },
-		"get_header": func(L *glua.LState) int {
-			vs := s.check(L, phasesRespRead).ResponseHeaders()[strings.ToLower(headerName(L, 1))]
-			if len(vs) == 0 {
-				L.Push(glua.LNil)
-				return 1
-			}
-			L.Push(glua.LString(vs[0]))
-			return 1
-		},
-		"get_headers": func(L *glua.LState) int {
-			L.Push(s.headersTable(s.check(L, phasesRespRead).ResponseHeaders()))
-			return 1
-		},
+	resp := fns(L, s.respGetters(map[string]glua.LGFunction{
 		"set_header": func(L *glua.LState) int {
 			h := s.check(L, phasesRespWrite)
 			n := headerName(L, 1)
@@ -336,7 +322,7 @@ func (s *state) kongTable() *glua.LTable {
 			return 0
 		},
 		"exit": s.exit,
-	})
+	}))
 	s.moreResponse(resp)
 	s.meter(resp, "get_raw_body", "get_headers")
 	kong.RawSetString("response", s.readOnly(resp))

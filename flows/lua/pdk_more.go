@@ -412,23 +412,29 @@ func errorMessage(status int) string {
 	return "The upstream server responded with " + strconv.Itoa(status)
 }
 
+// respGetters adds to m the response readers kong.response and
+// kong.service.response share: get_status, get_header, get_headers.
+func (s *state) respGetters(m map[string]glua.LGFunction) map[string]glua.LGFunction {
+	m["get_status"] = func(L *glua.LState) int { L.Push(glua.LNumber(s.check(L, phasesRespRead).Status())); return 1 }
+	m["get_header"] = func(L *glua.LState) int {
+		vs := s.check(L, phasesRespRead).ResponseHeaders()[strings.ToLower(headerName(L, 1))]
+		if len(vs) == 0 {
+			L.Push(glua.LNil)
+			return 1
+		}
+		L.Push(glua.LString(vs[0]))
+		return 1
+	}
+	m["get_headers"] = func(L *glua.LState) int {
+		L.Push(s.headersTable(s.check(L, phasesRespRead).ResponseHeaders()))
+		return 1
+	}
+	return m
+}
+
 func (s *state) serviceResponse() *glua.LTable {
 	L := s.L
-	t := fns(L, map[string]glua.LGFunction{
-		"get_status": func(L *glua.LState) int { L.Push(glua.LNumber(s.check(L, phasesRespRead).Status())); return 1 },
-		"get_header": func(L *glua.LState) int {
-			vs := s.check(L, phasesRespRead).ResponseHeaders()[strings.ToLower(headerName(L, 1))]
-			if len(vs) == 0 {
-				L.Push(glua.LNil)
-				return 1
-			}
-			L.Push(glua.LString(vs[0]))
-			return 1
-		},
-		"get_headers": func(L *glua.LState) int {
-			L.Push(s.headersTable(s.check(L, phasesRespRead).ResponseHeaders()))
-			return 1
-		},
+	t := fns(L, s.respGetters(map[string]glua.LGFunction{
 		"get_raw_body": func(L *glua.LState) int {
 			b, ok := s.check(L, phasesRespRead).ResponseBody()
 			if !ok {
@@ -473,7 +479,7 @@ func (s *state) serviceResponse() *glua.LTable {
 			L.Push(glua.LString(mt))
 			return 3
 		},
-	})
+	}))
 	s.meter(t, "get_raw_body", "get_body", "get_headers")
 	return t
 }
